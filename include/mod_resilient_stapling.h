@@ -1,0 +1,87 @@
+/* mod_resilient_stapling.h: what the httpd glue files share.
+ * The Apache-free core is in rs_*.h; this is only configuration, the
+ * per-generation registry and the refresher's entry points.
+ */
+#ifndef MOD_RESILIENT_STAPLING_H
+#define MOD_RESILIENT_STAPLING_H
+
+#include <httpd.h>
+#include <http_config.h>
+#include <ap_socache.h>
+#include <apr_global_mutex.h>
+#include <apr_hash.h>
+
+#include "rs_ocsp.h"
+#include "rs_sched.h"
+#include "rs_staple.h"
+
+extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
+
+#define RS_MUTEX_TYPE "resilient-stapling"
+
+/* What an admin gets without configuring anything (DESIGN.md section 4). */
+#define RS_DEFAULT_RENEW_WINDOW_PCT 50
+#define RS_DEFAULT_TIMEOUT apr_time_from_sec(10)
+#define RS_DEFAULT_RETRY_MIN apr_time_from_sec(60)
+#define RS_DEFAULT_RETRY_MAX apr_time_from_sec(3600)
+#define RS_DEFAULT_SKEW apr_time_from_sec(300)
+#define RS_DEFAULT_MAX_FETCHES 8
+
+/* Per server (vhost) configuration. Global-only values are read from the
+ * main server's record; vhosts inherit "enabled" and "force_url". */
+typedef struct {
+    int enabled;                  /* -1: unset (inherits) */
+    const char *force_url;
+    /* global only */
+    const char *cache_provider;   /* NULL: shmcb sized for the certificates */
+    const char *cache_args;
+    int renew_window_pct;
+    apr_interval_time_t timeout;
+    apr_interval_time_t retry_min, retry_max;
+    apr_interval_time_t skew;
+    const char *proxy;
+    int max_fetches;
+} rs_srv_conf_t;
+
+void *rs_create_srv_conf(apr_pool_t *p, server_rec *s);
+void *rs_merge_srv_conf(apr_pool_t *p, void *base, void *add);
+extern const command_rec rs_cmds[];
+
+/* One certificate this generation staples. */
+typedef struct {
+    rs_cert_t *cert;
+    char id_hex[2 * RS_ID_LEN + 1];
+    const char *url;                 /* ForceURL or the certificate's AIA */
+    const char *vhosts;              /* names of the vhosts that use it */
+    unsigned char *req_der;          /* OCSP request, built once */
+    apr_size_t req_len;
+    /* child-local, owned by the refresher thread */
+    rs_staple_t *staple;
+    apr_time_t local_next;           /* when this child next looks at it */
+    int expired_logged;
+    volatile apr_uint32_t in_flight;
+} rs_entry_t;
+
+/* Everything of one configuration generation. Lives in pconf: modules are
+ * unloaded on restart, so nothing here outlives it. */
+typedef struct {
+    apr_pool_t *pool;
+    server_rec *s;                   /* the main server */
+    apr_hash_t *by_id;               /* id -> rs_entry_t, read-only after config */
+    apr_array_header_t *entries;     /* rs_entry_t * */
+    const ap_socache_provider_t *cache;
+    ap_socache_instance_t *cache_inst;
+    const char *cache_desc;
+    apr_global_mutex_t *mutex;
+    /* the main server's configuration with defaults applied */
+    rs_sched_conf_t sched;
+    apr_interval_time_t timeout;
+    apr_interval_time_t skew;
+    int max_fetches;
+    const char *proxy;
+} rs_registry_t;
+
+/* mod_resilient_stapling_refresh.c */
+apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s);
+
+#endif

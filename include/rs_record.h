@@ -1,0 +1,31 @@
+/* rs_record.h: the byte layout of what the module keeps in the shared cache.
+ *
+ * A shared cache may be memcached or Redis used by servers of different
+ * builds, so the layout is explicit (little endian, versioned) and decoding
+ * checks every length: a foreign or truncated record is rejected, not read.
+ * Responses themselves are stored as plain DER and re-validated on read.
+ */
+#ifndef RS_RECORD_H
+#define RS_RECORD_H
+
+#include "rs_sched.h"
+
+#define RS_STATE_WIRE_LEN (4 + 8 * 8 + 4 * 5 + 2 + RS_ERR_LEN)
+
+void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN]);
+apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len);
+
+/* Cache keys: a one-letter kind followed by the certificate id. */
+#define RS_KEY_LEN (1 + RS_ID_LEN)
+#define RS_KEY_RESPONSE 'R'
+#define RS_KEY_STATE 'S'
+void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id);
+
+/* The generation counter: bumped whenever a response is stored, so children
+ * re-read the cache only when something changed. */
+#define RS_GENERATION_KEY "rs-generation-v1"
+#define RS_GENERATION_WIRE_LEN 8
+void rs_u64_encode(apr_uint64_t v, unsigned char out[8]);
+apr_uint64_t rs_u64_decode(const unsigned char in[8]);
+
+#endif

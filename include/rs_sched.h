@@ -1,0 +1,72 @@
+/* rs_sched.h: when to fetch, who fetches, and what a fetch result changes.
+ *
+ * The scheduling state of one certificate is shared by all children (and,
+ * with memcache/redis, by a fleet) through the shared cache; these are the
+ * pure rules applied to it under the global mutex. No I/O, no httpd.
+ */
+#ifndef RS_SCHED_H
+#define RS_SCHED_H
+
+#include <apr_time.h>
+#include "rs_ocsp.h"
+
+#define RS_ERR_LEN 160
+
+typedef struct {
+    int renew_window_pct;           /* renew when this % of the lifetime remains */
+    apr_interval_time_t retry_min;  /* backoff bounds after a failed attempt */
+    apr_interval_time_t retry_max;
+    apr_interval_time_t lease;      /* how long a fetcher may hold a certificate */
+} rs_sched_conf_t;
+
+typedef struct {
+    apr_time_t next_attempt;     /* 0: as soon as possible (prefetch) */
+    apr_time_t last_attempt;
+    apr_time_t last_success;
+    apr_time_t lease_until;
+    apr_uint64_t lease_owner;    /* random token of the fetching child */
+    apr_time_t resp_this_update; /* identifies the response in the cache, 0 if none */
+    apr_time_t resp_next_update;
+    apr_uint32_t failures;       /* consecutive failed attempts */
+    apr_uint32_t fetches;        /* attempts, all outcomes */
+    apr_uint32_t fetch_failures;
+    apr_int32_t last_verdict;    /* rs_verdict_e of the last attempt, -1 if none */
+    apr_int32_t last_resp_status;/* OCSPResponseStatus of the last attempt, -1 if none */
+    char last_error[RS_ERR_LEN];
+} rs_state_t;
+
+void rs_state_init(rs_state_t *st);
+
+/* Take the fetch lease if the certificate is due and nobody else holds a
+ * live lease; 1 if the caller (owner) may fetch now. */
+int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
+                   const rs_sched_conf_t *conf);
+
+/* A verified response was fetched. replaced says whether it became the
+ * stored one (or the stored one was newer). jitter is uniform in [-1, 1]. */
+void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fetched,
+                      int replaced, const rs_sched_conf_t *conf, double jitter);
+
+/* A failed attempt: the stored response (if any) stays; back off. */
+void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
+                      int resp_status, const char *reason,
+                      const rs_sched_conf_t *conf, double jitter);
+
+/* When a response with this lifetime should be renewed: once the renew
+ * window is reached, +-10 % of the window, never sooner than retry_min
+ * after the last fetch (short-lived responses must not hammer the
+ * responder). */
+apr_time_t rs_sched_renew_at(const rs_sched_conf_t *conf, apr_time_t this_update,
+                             apr_time_t next_update, apr_time_t last_fetch, double jitter);
+
+/* When to try again after the n-th consecutive failure (n >= 1):
+ * retry_min * 2^(n-1), +-10 %, within [retry_min, retry_max]. */
+apr_time_t rs_sched_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
+                             unsigned failures, double jitter);
+
+/* Never replace good with bad, nor newer with older (DESIGN.md rule 4):
+ * may a verified candidate replace what is stored? */
+int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
+                            apr_time_t cand_this, apr_time_t cand_next, apr_time_t now);
+
+#endif

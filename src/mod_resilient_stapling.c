@@ -1,0 +1,305 @@
+/* mod_resilient_stapling.c: module record, hooks and lifecycle.
+ *
+ * mod_ssl primes certificates in the parent (inside its post_config) and
+ * asks for a response in every handshake. Priming builds this generation's
+ * registry; our own post_config, ordered after mod_ssl's, creates the
+ * shared cache sized for what was primed; each child starts a refresher;
+ * the handshake only copies from the child's staple (rs_staple.h).
+ */
+#include <apr_strings.h>
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_main.h>
+#include <http_ssl.h>
+#include <ap_mpm.h>
+#include <ap_provider.h>
+#include <mpm_common.h>
+#include <util_mutex.h>
+
+#include "mod_resilient_stapling.h"
+
+/* A lease outlives the longest fetch by this much before another child may
+ * assume its holder died. */
+#define LEASE_GRACE apr_time_from_sec(10)
+/* Shared cache bytes per certificate: a response with a delegated signer
+ * chain (up to ~4 KiB) plus its state record, with room for shmcb's
+ * index and fragmentation. */
+#define CACHE_BYTES_PER_CERT (12 * 1024)
+#define CACHE_BYTES_BASE (128 * 1024)
+
+/* This generation's registry. Reset in pre_config: the module is reloaded
+ * on every restart, so nothing in it may come from an earlier generation. */
+static rs_registry_t *registry;
+
+static rs_srv_conf_t *srv_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &resilient_stapling_module);
+}
+
+static int rs_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)plog;
+    (void)ptemp;
+    registry = apr_pcalloc(pconf, sizeof(*registry));
+    registry->pool = pconf;
+    registry->by_id = apr_hash_make(pconf);
+    registry->entries = apr_array_make(pconf, 16, sizeof(rs_entry_t *));
+    return ap_mutex_register(pconf, RS_MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0);
+}
+
+static const char *vhost_name(server_rec *s)
+{
+    return s->server_hostname ? s->server_hostname : "(unnamed)";
+}
+
+/* Called by mod_ssl for each certificate of each vhost, with the leaf and
+ * its issuer as PEM. OK means: we staple it, mod_ssl must not. */
+static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_t id_len,
+                         const char *pem)
+{
+    rs_srv_conf_t *sc = srv_conf(s);
+    rs_entry_t *e;
+    rs_cert_t *cert;
+    char err[256];
+    apr_status_t rv;
+
+    if (sc->enabled != 1 || !registry || id_len != RS_ID_LEN)
+        return DECLINED;
+
+    e = apr_hash_get(registry->by_id, id, RS_ID_LEN);
+    if (e) {
+        /* The same certificate in another vhost: fetched once, served to both. */
+        e->vhosts = apr_pstrcat(registry->pool, e->vhosts, " ", vhost_name(s), NULL);
+        return OK;
+    }
+
+    rv = rs_cert_from_pem(&cert, registry->pool, pem, err, sizeof(err));
+    if (rv == APR_ENOENT) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "RS0101: certificate of %s has no issuer certificate configured, "
+                     "not stapled", vhost_name(s));
+        return DECLINED;
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "RS0102: cannot read certificate of %s (%s), not stapled",
+                     vhost_name(s), err);
+        return DECLINED;
+    }
+    if (memcmp(cert->id, id, RS_ID_LEN) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "RS0103: certificate id from mod_ssl does not match the certificate "
+                     "of %s, not stapled", vhost_name(s));
+        return DECLINED;
+    }
+    if (!sc->force_url && !cert->aia_url) {
+        /* Common since CAs started dropping OCSP (2025): nothing to do. */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "RS0104: certificate %s of %s has no http:// OCSP responder URL and "
+                     "no ResilientStaplingForceURL is set, not stapled",
+                     cert->subject, vhost_name(s));
+        return DECLINED;
+    }
+
+    e = apr_pcalloc(registry->pool, sizeof(*e));
+    e->cert = cert;
+    rs_id_hex(cert->id, e->id_hex);
+    e->url = sc->force_url ? sc->force_url : cert->aia_url;
+    e->vhosts = vhost_name(s);
+    if (rs_ocsp_request_der(cert, registry->pool, &e->req_der, &e->req_len) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "RS0105: cannot build an OCSP request for %s, not stapled",
+                     cert->subject);
+        return DECLINED;
+    }
+    apr_hash_set(registry->by_id, cert->id, RS_ID_LEN, e);
+    APR_ARRAY_PUSH(registry->entries, rs_entry_t *) = e;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                 "RS0106: stapling %s (serial %s, id %s) for %s from %s%s",
+                 cert->subject, cert->serial, e->id_hex, vhost_name(s), e->url,
+                 cert->must_staple ? ", Must-Staple" : "");
+    (void)p;
+    return OK;
+}
+
+static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
+{
+    reg->sched.renew_window_pct =
+        g->renew_window_pct > 0 ? g->renew_window_pct : RS_DEFAULT_RENEW_WINDOW_PCT;
+    reg->sched.retry_min = g->retry_min >= 0 ? g->retry_min : RS_DEFAULT_RETRY_MIN;
+    reg->sched.retry_max = g->retry_max >= 0 ? g->retry_max : RS_DEFAULT_RETRY_MAX;
+    if (reg->sched.retry_max < reg->sched.retry_min)
+        reg->sched.retry_max = reg->sched.retry_min;
+    reg->timeout = g->timeout >= 0 ? g->timeout : RS_DEFAULT_TIMEOUT;
+    reg->skew = g->skew >= 0 ? g->skew : RS_DEFAULT_SKEW;
+    reg->max_fetches = g->max_fetches > 0 ? g->max_fetches : RS_DEFAULT_MAX_FETCHES;
+    reg->proxy = g->proxy;
+    reg->sched.lease = reg->timeout + LEASE_GRACE;
+}
+
+static apr_status_t cache_destroy(void *data)
+{
+    rs_registry_t *reg = data;
+    if (reg->cache_inst) {
+        reg->cache->destroy(reg->cache_inst, reg->s);
+        reg->cache_inst = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static int create_cache(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
+                        apr_pool_t *ptemp, server_rec *s)
+{
+    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
+    const char *args = g->cache_args;
+    struct ap_socache_hints hints;
+    const char *err;
+    apr_status_t rv;
+
+    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                    AP_SOCACHE_PROVIDER_VERSION);
+    if (!reg->cache) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
+                     "(LoadModule socache_%s_module?)", name, name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!g->cache_provider) {
+        apr_size_t size = CACHE_BYTES_BASE
+                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
+        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
+                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
+    }
+    reg->cache_desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
+    err = reg->cache->create(&reg->cache_inst, args, ptemp, pconf);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0002: ResilientStaplingCache %s: %s", reg->cache_desc, err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.avg_id_len = 1 + RS_ID_LEN;
+    hints.avg_obj_size = 2048;
+    hints.expiry_interval = apr_time_from_sec(3600);
+    rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache",
+                     reg->cache_desc);
+        reg->cache_inst = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
+    return OK;
+}
+
+static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
+{
+    apr_status_t rv;
+    int rc;
+    (void)plog;
+
+    /* httpd reads its configuration twice at first start; the first round
+     * only checks it. Shared resources are made in the round that runs. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    registry->s = s;
+    resolve_conf(registry, srv_conf(s));
+    if (registry->entries->nelts == 0) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                     "RS0004: no certificates to staple in this configuration");
+        return OK;
+    }
+    if ((rc = create_cache(registry, srv_conf(s), pconf, ptemp, s)) != OK)
+        return rc;
+    rv = ap_global_mutex_create(&registry->mutex, NULL, RS_MUTEX_TYPE, NULL, s, pconf, 0);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0005: cannot create the %s mutex", RS_MUTEX_TYPE);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                 "RS0006: stapling %d certificate(s), shared cache %s",
+                 registry->entries->nelts, registry->cache_desc);
+    return OK;
+}
+
+static void rs_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv;
+    int i;
+
+    if (!registry || !registry->mutex)
+        return;
+    rv = apr_global_mutex_child_init(&registry->mutex,
+                                     apr_global_mutex_lockfile(registry->mutex), pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "RS0007: cannot attach to the %s mutex in this child, not stapling",
+                     RS_MUTEX_TYPE);
+        registry->mutex = NULL;
+        return;
+    }
+    for (i = 0; i < registry->entries->nelts; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(registry->entries, i, rs_entry_t *);
+        if ((rv = rs_staple_create(&e->staple, pchild)) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "RS0008: out of memory");
+            registry->mutex = NULL;
+            return;
+        }
+    }
+    if ((rv = rs_refresher_start(registry, pchild, s)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "RS0009: cannot start the refresher thread, nothing will be fetched "
+                     "by this child");
+    }
+}
+
+/* The handshake path (DESIGN.md rule 1): a hash lookup and a bounded copy
+ * under a per-child read lock. Returning OK for our certificates even when
+ * there is nothing to staple keeps mod_ssl from fetching in the handshake. */
+static int rs_ocsp_get_resp(server_rec *s, conn_rec *c, const char *id, apr_size_t id_len,
+                            ap_ssl_ocsp_copy_resp *cb, void *userdata)
+{
+    rs_entry_t *e;
+    (void)c;
+
+    if (!registry || id_len != RS_ID_LEN || srv_conf(s)->enabled != 1)
+        return DECLINED;
+    e = apr_hash_get(registry->by_id, id, RS_ID_LEN);
+    if (!e || !e->staple)
+        return DECLINED;
+    rs_staple_serve(e->staple, apr_time_now(), cb, userdata);
+    return OK;
+}
+
+static void rs_register_hooks(apr_pool_t *p)
+{
+    /* after mod_ssl: it primes inside its post_config, we size the cache for that */
+    static const char *const after_ssl[] = {"mod_ssl.c", NULL};
+    (void)p;
+
+    ap_hook_pre_config(rs_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(rs_post_config, after_ssl, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(rs_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    /* FIRST: where ResilientStapling is on, we answer before mod_md's
+     * MDStapling; where it is off we decline and mod_md/mod_ssl decide. */
+    ap_hook_ssl_ocsp_prime_hook(rs_ocsp_prime, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_ssl_ocsp_get_resp_hook(rs_ocsp_get_resp, NULL, NULL, APR_HOOK_FIRST);
+}
+
+AP_DECLARE_MODULE(resilient_stapling) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,               /* dir config */
+    NULL,               /* merge dir config */
+    rs_create_srv_conf,
+    rs_merge_srv_conf,
+    rs_cmds,
+    rs_register_hooks,
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_ALWAYS_MERGE
+#endif
+};

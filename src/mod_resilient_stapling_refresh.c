@@ -1,0 +1,477 @@
+/* mod_resilient_stapling_refresh.c: the background refresher of one child.
+ *
+ * One scheduler thread per child wakes at the next due time (at least every
+ * SYNC_INTERVAL), picks up responses other children stored in the shared
+ * cache, and for each due certificate takes the lease under the global
+ * mutex. Fetches run on a small worker pool, outside any lock, each under a
+ * total deadline; their result is applied to the shared state under the
+ * mutex (rs_sched.h decides) and installed in this child's staple.
+ */
+#include <apr_strings.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_pool.h>
+#include <apr_thread_proc.h>
+#include <httpd.h>
+#include <http_log.h>
+
+#include "mod_resilient_stapling.h"
+#include "rs_fetch.h"
+#include "rs_record.h"
+
+APLOG_USE_MODULE(resilient_stapling);
+
+/* How stale a child's view of responses fetched by other children may get. */
+#define SYNC_INTERVAL apr_time_from_msec(1000)
+/* Kept in the cache well past any response's lifetime; rewritten on every attempt. */
+#define STATE_TTL apr_time_from_sec(7 * 86400)
+
+typedef struct refresher_t refresher_t;
+
+typedef struct {
+    refresher_t *r;
+    rs_entry_t *e;
+} task_t;
+
+struct refresher_t {
+    rs_registry_t *reg;
+    server_rec *s;
+    apr_pool_t *pool;
+    apr_thread_t *thread;
+    apr_thread_mutex_t *lock; /* guards cond and in_flight transitions */
+    apr_thread_cond_t *cond;
+    apr_thread_pool_t *workers;
+    task_t *tasks;            /* one per entry, same index: no allocation per fetch */
+    volatile int stopping;
+    apr_uint64_t owner;       /* this child's lease token */
+    apr_uint64_t seen_generation;
+    int synced;
+};
+
+/* A response another child stored, copied out under the mutex. */
+typedef struct {
+    rs_entry_t *e;
+    unsigned char *der;
+    apr_size_t len;
+} pickup_t;
+
+static double jitter(void)
+{
+    apr_uint32_t v = 0;
+    apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
+    return (double)v / 4294967295.0 * 2.0 - 1.0;
+}
+
+static const char *fmt_time(apr_pool_t *p, apr_time_t t)
+{
+    apr_time_exp_t x;
+    char buf[32];
+    apr_size_t len;
+    if (t == 0)
+        return "never";
+    apr_time_exp_gmt(&x, t);
+    apr_strftime(buf, &len, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &x);
+    return apr_pstrdup(p, buf);
+}
+
+static int is_stopping(void *baton)
+{
+    return ((refresher_t *)baton)->stopping;
+}
+
+/* --- shared cache records; callers hold the global mutex --- */
+
+static void state_get(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
+    unsigned int len = sizeof(buf);
+    rs_record_key(key, RS_KEY_STATE, e->cert->id);
+    if (r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, buf, &len, p)
+            != APR_SUCCESS
+        || rs_state_decode(st, buf, len) != APR_SUCCESS)
+        rs_state_init(st);
+}
+
+static apr_status_t state_put(refresher_t *r, rs_entry_t *e, const rs_state_t *st,
+                              apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
+    rs_record_key(key, RS_KEY_STATE, e->cert->id);
+    rs_state_encode(st, buf);
+    return r->reg->cache->store(r->reg->cache_inst, r->s, key, RS_KEY_LEN,
+                                apr_time_now() + STATE_TTL, buf, sizeof(buf), p);
+}
+
+static apr_status_t resp_get(refresher_t *r, rs_entry_t *e, unsigned char **pder,
+                             apr_size_t *plen, apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN];
+    unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
+    unsigned int len = RS_MAX_RESPONSE_LEN;
+    apr_status_t rv;
+    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
+    rv = r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, buf, &len, p);
+    *pder = buf;
+    *plen = len;
+    return rv;
+}
+
+static apr_status_t resp_put(refresher_t *r, rs_entry_t *e, unsigned char *der,
+                             apr_size_t len, apr_time_t expiry, apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN];
+    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
+    /* the cache drops it at nextUpdate: an expired response is worth nothing */
+    return r->reg->cache->store(r->reg->cache_inst, r->s, key, RS_KEY_LEN, expiry, der,
+                                (unsigned int)len, p);
+}
+
+static apr_uint64_t generation_get(refresher_t *r, apr_pool_t *p)
+{
+    unsigned char buf[RS_GENERATION_WIRE_LEN];
+    unsigned int len = sizeof(buf);
+    if (r->reg->cache->retrieve(r->reg->cache_inst, r->s,
+                                (const unsigned char *)RS_GENERATION_KEY,
+                                sizeof(RS_GENERATION_KEY) - 1, buf, &len, p) != APR_SUCCESS
+        || len != sizeof(buf))
+        return 0;
+    return rs_u64_decode(buf);
+}
+
+static void generation_bump(refresher_t *r, apr_pool_t *p)
+{
+    unsigned char buf[RS_GENERATION_WIRE_LEN];
+    rs_u64_encode(generation_get(r, p) + 1, buf);
+    r->reg->cache->store(r->reg->cache_inst, r->s, (const unsigned char *)RS_GENERATION_KEY,
+                         sizeof(RS_GENERATION_KEY) - 1, apr_time_now() + STATE_TTL, buf,
+                         sizeof(buf), p);
+}
+
+/* --- installing responses in this child --- */
+
+/* Verified again here: the shared cache may be memcached or Redis, which we
+ * do not trust more than the network. */
+static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der,
+                               apr_size_t len, apr_time_t now)
+{
+    rs_ocsp_result_t res;
+    apr_time_t this_update, next_update;
+
+    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, &res);
+    if (!rs_verdict_is_valid(res.verdict)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                     "RS0220: response for %s in the shared cache is not valid (%s: %s), "
+                     "ignored", e->cert->subject, rs_verdict_name(res.verdict), res.detail);
+        return;
+    }
+    rs_staple_times(e->staple, &this_update, &next_update);
+    if (rs_sched_should_replace(this_update, next_update, res.this_update, res.next_update,
+                                now)) {
+        rs_staple_set(e->staple, der, len, res.this_update, res.next_update);
+        e->expired_logged = 0;
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
+                     "RS0221: picked up the response for %s from the shared cache "
+                     "(nextUpdate %s)", e->cert->subject, fmt_time(r->pool, res.next_update));
+    }
+}
+
+/* Pick up what other children stored; only when the generation moved. */
+static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
+{
+    apr_array_header_t *entries = r->reg->entries;
+    apr_array_header_t *fresh = apr_array_make(p, 4, sizeof(pickup_t));
+    apr_uint64_t gen;
+    int i;
+
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return;
+    gen = generation_get(r, p);
+    if (r->synced && gen == r->seen_generation) {
+        apr_global_mutex_unlock(r->reg->mutex);
+        return;
+    }
+    for (i = 0; i < entries->nelts; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
+        apr_time_t this_update, next_update;
+        rs_state_t st;
+        unsigned char *der;
+        apr_size_t len;
+
+        state_get(r, e, &st, p);
+        if (!e->in_flight && st.next_attempt > e->local_next)
+            e->local_next = st.next_attempt;
+        rs_staple_times(e->staple, &this_update, &next_update);
+        if (st.resp_this_update && st.resp_this_update != this_update
+            && resp_get(r, e, &der, &len, p) == APR_SUCCESS) {
+            pickup_t *pk = apr_array_push(fresh);
+            pk->e = e;
+            pk->der = der;
+            pk->len = len;
+        }
+    }
+    r->seen_generation = gen;
+    r->synced = 1;
+    apr_global_mutex_unlock(r->reg->mutex);
+
+    /* verification is CPU work: done after the mutex is released */
+    for (i = 0; i < fresh->nelts; i++) {
+        pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
+        install_from_cache(r, pk->e, pk->der, pk->len, now);
+    }
+}
+
+/* --- one fetch --- */
+
+static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *res,
+                        const rs_state_t *st, apr_interval_time_t took, apr_time_t now,
+                        apr_pool_t *p)
+{
+    apr_time_t this_update, next_update;
+    long in_sec = (long)apr_time_sec(st->next_attempt - now);
+
+    if (res->verdict == RS_VERDICT_GOOD) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                     "RS0201: OCSP response for %s (serial %s) from %s in %ld ms: good, "
+                     "nextUpdate %s, next renewal in %ld s", e->cert->subject, e->cert->serial,
+                     e->url, (long)apr_time_as_msec(took), fmt_time(p, res->next_update),
+                     in_sec);
+        return;
+    }
+    if (res->verdict == RS_VERDICT_REVOKED) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+                     "RS0203: certificate %s (serial %s) is REVOKED according to %s "
+                     "(revoked %s, reason %d); stapling the revocation",
+                     e->cert->subject, e->cert->serial, e->url,
+                     fmt_time(p, res->revocation_time), res->revocation_reason);
+        return;
+    }
+    rs_staple_times(e->staple, &this_update, &next_update);
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                 "RS0202: OCSP fetch for %s (serial %s) from %s failed after %ld ms: %s "
+                 "(%s); %s; retry in %ld s, %u consecutive failure(s)",
+                 e->cert->subject, e->cert->serial, e->url, (long)apr_time_as_msec(took),
+                 rs_verdict_name(res->verdict), res->detail,
+                 next_update > now
+                     ? apr_psprintf(p, "still stapling the response valid until %s",
+                                    fmt_time(p, next_update))
+                     : "nothing valid to staple",
+                 in_sec, st->failures);
+}
+
+static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
+{
+    task_t *t = data;
+    refresher_t *r = t->r;
+    rs_entry_t *e = t->e;
+    apr_pool_t *p;
+    rs_fetch_opts_t opts;
+    rs_ocsp_result_t res;
+    rs_state_t st;
+    unsigned char *body = NULL;
+    apr_size_t len = 0;
+    char err[sizeof(res.detail)];
+    apr_time_t start = apr_time_now(), now;
+    apr_status_t rv;
+    int replaced = 0;
+    (void)thread;
+
+    apr_pool_create(&p, NULL);
+    opts.url = e->url;
+    opts.proxy = r->reg->proxy;
+    opts.timeout = r->reg->timeout;
+    opts.max_len = RS_MAX_RESPONSE_LEN;
+    opts.cancelled = is_stopping;
+    opts.baton = r;
+    rv = rs_fetch(p, &opts, e->req_der, e->req_len, &body, &len, err, sizeof(err));
+    now = apr_time_now();
+    if (rv == APR_EINTR)
+        goto done; /* child is stopping; the lease simply expires */
+    if (rv == APR_SUCCESS) {
+        rs_ocsp_check(e->cert, body, len, now, r->reg->skew, &res);
+    }
+    else {
+        memset(&res, 0, sizeof(res));
+        res.verdict = RS_VERDICT_TRANSPORT;
+        res.resp_status = res.cert_status = -1;
+        apr_cpystrn(res.detail, err, sizeof(res.detail));
+    }
+
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        goto done;
+    state_get(r, e, &st, p);
+    if (rs_verdict_is_valid(res.verdict)) {
+        replaced = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
+                                           res.this_update, res.next_update, now);
+        if (replaced && resp_put(r, e, body, len, res.next_update, p) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                         "RS0204: cannot store the response for %s in the shared cache %s "
+                         "(too small?); serving it from this child only",
+                         e->cert->subject, r->reg->cache_desc);
+            replaced = 0;
+        }
+        if (replaced)
+            generation_bump(r, p);
+        rs_state_success(&st, now, &res, replaced, &r->reg->sched, jitter());
+    }
+    else {
+        rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
+                         jitter());
+    }
+    state_put(r, e, &st, p);
+    apr_global_mutex_unlock(r->reg->mutex);
+
+    if (rs_verdict_is_valid(res.verdict)) {
+        apr_time_t this_update, next_update;
+        rs_staple_times(e->staple, &this_update, &next_update);
+        if (rs_sched_should_replace(this_update, next_update, res.this_update,
+                                    res.next_update, now)) {
+            rs_staple_set(e->staple, body, len, res.this_update, res.next_update);
+            e->expired_logged = 0;
+        }
+    }
+    log_attempt(r, e, &res, &st, now - start, now, p);
+    e->local_next = st.next_attempt;
+
+done:
+    apr_pool_destroy(p);
+    apr_thread_mutex_lock(r->lock);
+    e->in_flight = 0;
+    apr_thread_cond_signal(r->cond);
+    apr_thread_mutex_unlock(r->lock);
+    return NULL;
+}
+
+/* --- the scheduler --- */
+
+static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
+{
+    apr_array_header_t *entries = r->reg->entries;
+    int i;
+
+    for (i = 0; i < entries->nelts && !r->stopping; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
+        rs_state_t st;
+        int claimed;
+        task_t *t;
+
+        if (e->in_flight || e->local_next > now)
+            continue;
+        if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+            return;
+        state_get(r, e, &st, p);
+        claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched);
+        if (claimed)
+            state_put(r, e, &st, p);
+        apr_global_mutex_unlock(r->reg->mutex);
+
+        if (!claimed) {
+            /* someone else is on it, or it is not due: look again then */
+            e->local_next = st.next_attempt > now ? st.next_attempt : st.lease_until;
+            continue;
+        }
+        t = &r->tasks[i];
+        e->in_flight = 1;
+        e->local_next = st.lease_until;
+        if (apr_thread_pool_push(r->workers, fetch_task, t, APR_THREAD_TASK_PRIORITY_NORMAL,
+                                 r) != APR_SUCCESS)
+            e->in_flight = 0;
+    }
+}
+
+static void check_expiry(refresher_t *r, apr_time_t now)
+{
+    int i;
+    for (i = 0; i < r->reg->entries->nelts; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
+        apr_time_t this_update, next_update;
+        rs_staple_times(e->staple, &this_update, &next_update);
+        if (next_update && next_update <= now && !e->expired_logged) {
+            e->expired_logged = 1;
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+                         "RS0210: OCSP response for %s (serial %s) expired at %s and no valid "
+                         "replacement could be fetched from %s: nothing is stapled%s",
+                         e->cert->subject, e->cert->serial, fmt_time(r->pool, next_update),
+                         e->url,
+                         e->cert->must_staple ? " (Must-Staple: clients will refuse it)" : "");
+        }
+    }
+}
+
+static apr_time_t next_wakeup(refresher_t *r, apr_time_t now)
+{
+    apr_time_t wake = now + SYNC_INTERVAL;
+    int i;
+    for (i = 0; i < r->reg->entries->nelts; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
+        if (!e->in_flight && e->local_next < wake)
+            wake = e->local_next;
+    }
+    return wake;
+}
+
+static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
+{
+    refresher_t *r = data;
+    apr_pool_t *p;
+    (void)thread;
+
+    apr_pool_create(&p, r->pool);
+    while (!r->stopping) {
+        apr_time_t now = apr_time_now(), wake;
+
+        apr_pool_clear(p);
+        sync_from_cache(r, now, p);
+        claim_due(r, now, p);
+        check_expiry(r, now);
+
+        apr_thread_mutex_lock(r->lock);
+        wake = next_wakeup(r, apr_time_now());
+        now = apr_time_now();
+        if (!r->stopping && wake > now)
+            apr_thread_cond_timedwait(r->cond, r->lock, wake - now);
+        apr_thread_mutex_unlock(r->lock);
+    }
+    return NULL;
+}
+
+/* A pre-cleanup of pchild: runs before the subpools holding the lock and the
+ * workers go away, and returns within one poll slice of a fetch in flight. */
+static apr_status_t refresher_stop(void *data)
+{
+    refresher_t *r = data;
+    apr_status_t trv;
+
+    apr_thread_mutex_lock(r->lock);
+    r->stopping = 1;
+    apr_thread_cond_broadcast(r->cond);
+    apr_thread_mutex_unlock(r->lock);
+    apr_thread_join(&trv, r->thread);
+    apr_thread_pool_destroy(r->workers);
+    return APR_SUCCESS;
+}
+
+apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s)
+{
+    refresher_t *r = apr_pcalloc(pchild, sizeof(*r));
+    apr_status_t rv;
+    int i;
+
+    r->reg = reg;
+    r->tasks = apr_pcalloc(pchild, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
+    for (i = 0; i < reg->entries->nelts; i++) {
+        r->tasks[i].r = r;
+        r->tasks[i].e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
+    }
+    r->s = s;
+    apr_generate_random_bytes((unsigned char *)&r->owner, sizeof(r->owner));
+    if ((rv = apr_pool_create(&r->pool, pchild)) != APR_SUCCESS
+        || (rv = apr_thread_mutex_create(&r->lock, APR_THREAD_MUTEX_DEFAULT, r->pool))
+               != APR_SUCCESS
+        || (rv = apr_thread_cond_create(&r->cond, r->pool)) != APR_SUCCESS
+        || (rv = apr_thread_pool_create(&r->workers, 0, (apr_size_t)reg->max_fetches, r->pool)) != APR_SUCCESS)
+        return rv;
+    if ((rv = apr_thread_create(&r->thread, NULL, scheduler, r, r->pool)) != APR_SUCCESS)
+        return rv;
+    apr_pool_pre_cleanup_register(pchild, r, refresher_stop);
+    return APR_SUCCESS;
+}

@@ -1,0 +1,113 @@
+/* rs_record.c: encoding of shared-cache records (see rs_record.h). */
+#include <string.h>
+
+#include "rs_record.h"
+
+static const unsigned char STATE_MAGIC[4] = {'R', 'S', 'S', '1'};
+
+void rs_u64_encode(apr_uint64_t v, unsigned char out[8])
+{
+    int i;
+    for (i = 0; i < 8; i++)
+        out[i] = (unsigned char)(v >> (8 * i));
+}
+
+apr_uint64_t rs_u64_decode(const unsigned char in[8])
+{
+    apr_uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--)
+        v = (v << 8) | in[i];
+    return v;
+}
+
+static unsigned char *put64(unsigned char *p, apr_uint64_t v)
+{
+    rs_u64_encode(v, p);
+    return p + 8;
+}
+
+static unsigned char *put32(unsigned char *p, apr_uint32_t v)
+{
+    int i;
+    for (i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+    return p + 4;
+}
+
+static const unsigned char *get64(const unsigned char *p, apr_uint64_t *v)
+{
+    *v = rs_u64_decode(p);
+    return p + 8;
+}
+
+static const unsigned char *get32(const unsigned char *p, apr_uint32_t *v)
+{
+    *v = (apr_uint32_t)p[0] | (apr_uint32_t)p[1] << 8 | (apr_uint32_t)p[2] << 16
+         | (apr_uint32_t)p[3] << 24;
+    return p + 4;
+}
+
+void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN])
+{
+    unsigned char *p = out;
+    size_t errlen = strnlen(st->last_error, RS_ERR_LEN - 1);
+
+    memset(out, 0, RS_STATE_WIRE_LEN);
+    memcpy(p, STATE_MAGIC, 4);
+    p += 4;
+    p = put64(p, (apr_uint64_t)st->next_attempt);
+    p = put64(p, (apr_uint64_t)st->last_attempt);
+    p = put64(p, (apr_uint64_t)st->last_success);
+    p = put64(p, (apr_uint64_t)st->lease_until);
+    p = put64(p, st->lease_owner);
+    p = put64(p, (apr_uint64_t)st->resp_this_update);
+    p = put64(p, (apr_uint64_t)st->resp_next_update);
+    p = put64(p, 0); /* reserved */
+    p = put32(p, st->failures);
+    p = put32(p, st->fetches);
+    p = put32(p, st->fetch_failures);
+    p = put32(p, (apr_uint32_t)st->last_verdict);
+    p = put32(p, (apr_uint32_t)st->last_resp_status);
+    p[0] = (unsigned char)(errlen & 0xff);
+    p[1] = (unsigned char)(errlen >> 8);
+    memcpy(p + 2, st->last_error, errlen);
+}
+
+apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len)
+{
+    const unsigned char *p = in;
+    apr_uint64_t v, reserved;
+    apr_uint32_t u;
+    size_t errlen;
+
+    if (len != RS_STATE_WIRE_LEN || memcmp(p, STATE_MAGIC, 4) != 0)
+        return APR_EINVAL;
+    rs_state_init(st);
+    p += 4;
+    p = get64(p, &v); st->next_attempt = (apr_time_t)v;
+    p = get64(p, &v); st->last_attempt = (apr_time_t)v;
+    p = get64(p, &v); st->last_success = (apr_time_t)v;
+    p = get64(p, &v); st->lease_until = (apr_time_t)v;
+    p = get64(p, &st->lease_owner);
+    p = get64(p, &v); st->resp_this_update = (apr_time_t)v;
+    p = get64(p, &v); st->resp_next_update = (apr_time_t)v;
+    p = get64(p, &reserved);
+    p = get32(p, &st->failures);
+    p = get32(p, &st->fetches);
+    p = get32(p, &st->fetch_failures);
+    p = get32(p, &u); st->last_verdict = (apr_int32_t)u;
+    p = get32(p, &u); st->last_resp_status = (apr_int32_t)u;
+    errlen = (size_t)p[0] | (size_t)p[1] << 8;
+    if (errlen >= RS_ERR_LEN)
+        return APR_EINVAL;
+    memcpy(st->last_error, p + 2, errlen);
+    st->last_error[errlen] = '\0';
+    return APR_SUCCESS;
+}
+
+void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id)
+{
+    key[0] = (unsigned char)kind;
+    memcpy(key + 1, id, RS_ID_LEN);
+}

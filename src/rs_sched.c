@@ -1,0 +1,110 @@
+/* rs_sched.c: scheduling rules for fetches (see rs_sched.h). */
+#include <string.h>
+#include <apr_strings.h>
+
+#include "rs_sched.h"
+
+#define JITTER_FRACTION 0.10
+
+void rs_state_init(rs_state_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->last_verdict = -1;
+    st->last_resp_status = -1;
+}
+
+int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
+                   const rs_sched_conf_t *conf)
+{
+    if (st->next_attempt > now)
+        return 0;
+    /* A lease outlives a fetch that crashed its child, but only until it expires. */
+    if (st->lease_until > now && st->lease_owner != owner)
+        return 0;
+    st->lease_owner = owner;
+    st->lease_until = now + conf->lease;
+    return 1;
+}
+
+apr_time_t rs_sched_renew_at(const rs_sched_conf_t *conf, apr_time_t this_update,
+                             apr_time_t next_update, apr_time_t last_fetch, double jitter)
+{
+    apr_interval_time_t lifetime = next_update - this_update;
+    apr_interval_time_t window;
+    apr_time_t at;
+
+    if (lifetime < 0)
+        lifetime = 0;
+    window = (apr_interval_time_t)((double)lifetime * conf->renew_window_pct / 100.0);
+    at = next_update - window + (apr_interval_time_t)(jitter * JITTER_FRACTION * (double)window);
+    if (at < last_fetch + conf->retry_min)
+        at = last_fetch + conf->retry_min;
+    return at;
+}
+
+apr_time_t rs_sched_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
+                             unsigned failures, double jitter)
+{
+    apr_interval_time_t delay = conf->retry_min;
+    unsigned i;
+
+    for (i = 1; i < failures && delay < conf->retry_max; i++)
+        delay *= 2;
+    delay += (apr_interval_time_t)(jitter * JITTER_FRACTION * (double)delay);
+    if (delay > conf->retry_max)
+        delay = conf->retry_max;
+    if (delay < conf->retry_min)
+        delay = conf->retry_min;
+    return now + delay;
+}
+
+int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
+                            apr_time_t cand_this, apr_time_t cand_next, apr_time_t now)
+{
+    if (stored_this == 0 || stored_next <= now)
+        return 1;
+    if (cand_this != stored_this)
+        return cand_this > stored_this;
+    return cand_next > stored_next;
+}
+
+static void release(rs_state_t *st, apr_time_t now)
+{
+    st->lease_until = 0;
+    st->lease_owner = 0;
+    st->last_attempt = now;
+    st->fetches++;
+}
+
+void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fetched,
+                      int replaced, const rs_sched_conf_t *conf, double jitter)
+{
+    release(st, now);
+    st->failures = 0;
+    st->last_success = now;
+    st->last_verdict = fetched->verdict;
+    st->last_resp_status = fetched->resp_status;
+    st->last_error[0] = '\0';
+    if (replaced) {
+        st->resp_this_update = fetched->this_update;
+        st->resp_next_update = fetched->next_update;
+    }
+    /* Schedule from what is stored: if the responder handed back an older
+     * response than ours, ours decides when renewal is due. */
+    st->next_attempt = rs_sched_renew_at(conf, st->resp_this_update, st->resp_next_update,
+                                         now, jitter);
+}
+
+void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
+                      int resp_status, const char *reason,
+                      const rs_sched_conf_t *conf, double jitter)
+{
+    release(st, now);
+    st->failures++;
+    st->fetch_failures++;
+    st->last_verdict = verdict;
+    st->last_resp_status = resp_status;
+    apr_cpystrn(st->last_error, reason ? reason : rs_verdict_name(verdict),
+                sizeof(st->last_error));
+    st->next_attempt = rs_sched_retry_at(conf, now, st->failures, jitter);
+}

@@ -1,0 +1,81 @@
+/* rs_staple.c: per-child served responses (see rs_staple.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_thread_rwlock.h>
+
+#include "rs_staple.h"
+
+/* Immutable once installed: readers never see a half-written response. */
+typedef struct {
+    apr_time_t this_update;
+    apr_time_t next_update;
+    apr_size_t len;
+    unsigned char der[];
+} blob_t;
+
+struct rs_staple_t {
+    apr_thread_rwlock_t *lock;
+    blob_t *current;
+};
+
+static apr_status_t staple_cleanup(void *data)
+{
+    rs_staple_t *st = data;
+    free(st->current);
+    st->current = NULL;
+    return APR_SUCCESS;
+}
+
+apr_status_t rs_staple_create(rs_staple_t **pstaple, apr_pool_t *p)
+{
+    rs_staple_t *st = apr_pcalloc(p, sizeof(*st));
+    apr_status_t rv = apr_thread_rwlock_create(&st->lock, p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    /* registered after the lock's own cleanup, so it runs before it */
+    apr_pool_cleanup_register(p, st, staple_cleanup, apr_pool_cleanup_null);
+    *pstaple = st;
+    return APR_SUCCESS;
+}
+
+apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
+                           apr_time_t this_update, apr_time_t next_update)
+{
+    blob_t *b = malloc(sizeof(*b) + len), *old;
+    if (!b)
+        return APR_ENOMEM;
+    b->this_update = this_update;
+    b->next_update = next_update;
+    b->len = len;
+    memcpy(b->der, der, len);
+
+    apr_thread_rwlock_wrlock(st->lock);
+    old = st->current;
+    st->current = b;
+    apr_thread_rwlock_unlock(st->lock);
+    free(old);
+    return APR_SUCCESS;
+}
+
+int rs_staple_serve(rs_staple_t *st, apr_time_t now, rs_staple_copy_fn *cb, void *userdata)
+{
+    int served = 0;
+    apr_thread_rwlock_rdlock(st->lock);
+    if (st->current && now < st->current->next_update) {
+        cb(st->current->der, st->current->len, userdata);
+        served = 1;
+    }
+    apr_thread_rwlock_unlock(st->lock);
+    if (!served)
+        cb(NULL, 0, userdata);
+    return served;
+}
+
+void rs_staple_times(rs_staple_t *st, apr_time_t *this_update, apr_time_t *next_update)
+{
+    apr_thread_rwlock_rdlock(st->lock);
+    *this_update = st->current ? st->current->this_update : 0;
+    *next_update = st->current ? st->current->next_update : 0;
+    apr_thread_rwlock_unlock(st->lock);
+}
