@@ -1,0 +1,141 @@
+package RSTest;
+# Helpers for the suite: TLS clients that report the staple, the test
+# responder's control channel, and waiting for things to happen.
+use strict;
+use warnings FATAL => 'all';
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use IO::Socket::INET ();
+use JSON::PP ();
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use Time::Local qw(timegm);
+
+my $T = abs_path(dirname(abs_path(__FILE__)) . '/..');
+my $PKI = "$T/pki/out";
+
+sub responder_port { $ENV{RS_RESPONDER_PORT} || 18529 }
+sub ssl_port { $ENV{RS_SSL_PORT} || 18540 }
+sub pki { $PKI }
+
+sub leaves {
+    my $meta = JSON::PP::decode_json(slurp("$PKI/leaves.json"));
+    return sort keys %{ $meta->{leaves} };
+}
+
+sub slurp {
+    my $f = shift;
+    open my $fh, '<', $f or die "$f: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+# Double fork so Apache::Test's SIGCHLD handler never sees it exit.
+sub start_responder {
+    my $pki = shift;
+    my $port = responder_port();
+    die "port $port is already in use: a responder from another run? (set RS_RESPONDER_PORT)\n"
+        if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 1);
+    pipe my $r, my $w or die $!;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        POSIX::setsid();
+        my $gpid = fork // POSIX::_exit(1);
+        if ($gpid) { print $w "$gpid\n"; close $w; POSIX::_exit(0); }
+        close $r;
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$T/responder.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec '/usr/bin/python3', "$T/ocsp_responder.py", $pki, $port; }
+        POSIX::_exit(127);
+    }
+    close $w;
+    chomp(my $gpid = <$r> // '');
+    waitpid $pid, 0;
+    for (1 .. 100) {
+        return $gpid if eval { ctl_get('/_ctl/ping') eq 'pong' };
+        sleep 0.1;
+    }
+    die "test OCSP responder did not start on 127.0.0.1:$port (see t/responder.log)\n";
+}
+
+sub ctl_get {
+    my $path = shift;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => responder_port(),
+                                  Timeout => 5) or die "responder: $!";
+    print $s "GET $path HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    local $/;
+    my $resp = <$s> // '';
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    die "responder: $head\n" unless $head =~ m{^HTTP/1\.\d 200};
+    return $body;
+}
+
+# set_mode('good', 'hang'[, validity_seconds])
+sub set_mode {
+    my ($leaf, $mode, $validity) = @_;
+    my $q = "/_ctl/set?name=$leaf&mode=$mode";
+    $q .= "&validity=$validity" if defined $validity;
+    ctl_get($q);
+}
+
+# Requests the responder saw for a leaf: [{t => epoch, mode => ...}, ...]
+sub requests {
+    my $leaf = shift;
+    return JSON::PP::decode_json(ctl_get("/_ctl/log?name=$leaf"));
+}
+
+my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5, Jul => 6, Aug => 7,
+           Sep => 8, Oct => 9, Nov => 10, Dec => 11);
+
+sub parse_time {
+    my $s = shift // return undef;
+    my ($mon, $d, $h, $m, $sec, $y) = $s =~ /(\w{3})\s+(\d+)\s+(\d+):(\d+):(\d+)\s+(\d{4})/
+        or return undef;
+    return timegm($sec, $m, $h, $d, $MON{$mon}, $y);
+}
+
+# One full handshake with "openssl s_client -status". Returns a hash:
+#   stapled (0/1), status (good/revoked/unknown), this_update, next_update
+#   (epoch), resp_status, elapsed (seconds), ok (handshake completed).
+sub handshake {
+    my $leaf = shift;
+    my $port = ssl_port();
+    my $t0 = time;
+    my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/ca.crt </dev/null 2>&1`;
+    my %r = (elapsed => time - $t0, raw => $out);
+    $r{ok} = $out =~ /^\s*Verify return code: 0 \(ok\)/m ? 1 : 0;
+    $r{stapled} = $out =~ /OCSP Response Status: (\w+)/ ? 1 : 0;
+    $r{resp_status} = $1 if $r{stapled};
+    $r{status} = $1 if $out =~ /Cert Status: (\w+)/;
+    $r{this_update} = parse_time($1) if $out =~ /This Update: (.+)/;
+    $r{next_update} = parse_time($1) if $out =~ /Next Update: (.+)/;
+    return \%r;
+}
+
+# The second real client: curl verifies the staple (exit 91 when it is
+# missing or does not verify). Returns curl's exit code.
+sub curl_cert_status {
+    my $leaf = shift;
+    my $port = ssl_port();
+    system("curl -s -o /dev/null --max-time 10 --cert-status --cacert $PKI/ca.crt "
+           . "--resolve $leaf.rs.test:$port:127.0.0.1 https://$leaf.rs.test:$port/");
+    return $? >> 8;
+}
+
+sub wait_for {
+    my ($cond, $timeout, $step) = @_;
+    my $end = time + $timeout;
+    while (time < $end) {
+        my $v = $cond->();
+        return $v if $v;
+        sleep($step // 0.2);
+    }
+    return $cond->();
+}
+
+sub error_log {
+    return eval { slurp("$T/logs/error_log") } // '';
+}
+
+1;

@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""The project's test OCSP responder: answers for the leaves of t/pki/mkpki.py,
+each in a mode switchable at run time, and logs every request.
+
+usage: ocsp_responder.py PKIDIR PORT
+  POST /<leaf>                    OCSP request for that leaf, answered per its mode
+  GET  /_ctl/set?name=L&mode=M[&validity=S]   switch a leaf (name=* for all)
+  GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
+  GET  /_ctl/ping
+Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
+garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
+expired notyetvalid nonextupdate wrongtype refused.
+"refused" closes the second listener on PORT+1 (used by the f-refused leaf), so
+connecting is refused for real.
+Listens on 127.0.0.1 only.
+"""
+import datetime
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+PKI, PORT = sys.argv[1], int(sys.argv[2])
+LOCK = threading.Lock()
+
+
+def load_cert(n):
+    with open(os.path.join(PKI, n + ".crt"), "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def load_key(n):
+    with open(os.path.join(PKI, n + ".key"), "rb") as f:
+        return serialization.load_pem_private_key(f.read(), None)
+
+
+with open(os.path.join(PKI, "leaves.json")) as f:
+    META = json.load(f)["leaves"]
+CA, CA_KEY = load_cert("ca"), load_key("ca")
+SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
+ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
+CERTS = {n: load_cert(n) for n in META}
+STATE = {n: {"mode": m["mode"], "validity": 3600} for n, m in META.items()}
+LOG = {n: [] for n in META}
+UNSUCCESSFUL = {
+    "unauthorized": ocsp.OCSPResponseStatus.UNAUTHORIZED,
+    "trylater": ocsp.OCSPResponseStatus.TRY_LATER,
+    "internalerror": ocsp.OCSPResponseStatus.INTERNAL_ERROR,
+    "malformedrequest": ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+}
+HANG_RELEASE = threading.Event()
+
+
+def build(leaf, mode, validity):
+    now = datetime.datetime.utcnow().replace(microsecond=0)
+    this, nxt = now, now + datetime.timedelta(seconds=validity)
+    status, rev_time, rev_reason = ocsp.OCSPCertStatus.GOOD, None, None
+    cert, key, signer, certs = CERTS[leaf], SIGNER_KEY, SIGNER, [SIGNER]
+    if mode == "revoked":
+        status = ocsp.OCSPCertStatus.REVOKED
+        rev_time, rev_reason = now - datetime.timedelta(hours=1), x509.ReasonFlags.key_compromise
+    elif mode == "unknown":
+        status = ocsp.OCSPCertStatus.UNKNOWN
+    elif mode == "expired":
+        this, nxt = now - datetime.timedelta(seconds=2 * validity), now - datetime.timedelta(seconds=validity)
+    elif mode == "notyetvalid":
+        this, nxt = now + datetime.timedelta(days=1), now + datetime.timedelta(days=2)
+    elif mode == "nonextupdate":
+        nxt = None
+    elif mode == "wrongcert":
+        cert = CERTS["noaia"]  # same CA, properly signed, other serial
+    elif mode == "wrongsigner":
+        key, signer, certs = ROGUE_SIGNER_KEY, ROGUE_SIGNER, [ROGUE_SIGNER]
+    elif mode == "badsig":
+        key, signer, certs = CA_KEY, CA, []
+    b = (ocsp.OCSPResponseBuilder()
+         .add_response(cert=cert, issuer=CA, algorithm=hashes.SHA1(), cert_status=status,
+                       this_update=this, next_update=nxt, revocation_time=rev_time,
+                       revocation_reason=rev_reason)
+         .responder_id(ocsp.OCSPResponderEncoding.HASH, signer))
+    if certs:
+        b = b.certificates(certs)
+    der = b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    if mode == "badsig":
+        # no certificates follow, so the last byte is inside the signature
+        der = der[:-1] + bytes([der[-1] ^ 0x01])
+    return der
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, code, body, ctype="application/ocsp-response", length=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        u = urllib.parse.urlparse(self.path)
+        q = dict(urllib.parse.parse_qsl(u.query))
+        if u.path == "/_ctl/ping":
+            return self.reply(200, b"pong", "text/plain")
+        if u.path == "/_ctl/set":
+            names = list(META) if q.get("name") == "*" else [q.get("name")]
+            with LOCK:
+                for n in names:
+                    if n not in STATE:
+                        return self.reply(404, b"no such leaf", "text/plain")
+                    if "mode" in q:
+                        STATE[n]["mode"] = q["mode"]
+                    if "validity" in q:
+                        STATE[n]["validity"] = int(q["validity"])
+                HANG_RELEASE.set()  # requests hanging in an old mode give up
+                HANG_RELEASE.clear()
+            update_refused_listener()
+            return self.reply(200, b"ok", "text/plain")
+        if u.path == "/_ctl/log":
+            with LOCK:
+                body = json.dumps(LOG.get(q.get("name"), [])).encode()
+            return self.reply(200, body, "application/json")
+        return self.reply(404, b"not found", "text/plain")
+
+    def do_POST(self):
+        leaf = urllib.parse.urlparse(self.path).path.strip("/")
+        n = int(self.headers.get("Content-Length") or 0)
+        req_der = self.rfile.read(n) if 0 < n < 65536 else b""
+        if leaf not in STATE:
+            return self.reply(404, b"unknown leaf", "text/plain")
+        with LOCK:
+            mode, validity = STATE[leaf]["mode"], STATE[leaf]["validity"]
+            LOG[leaf].append({"t": time.time(), "mode": mode})
+        try:
+            ocsp.load_der_ocsp_request(req_der)
+        except Exception:
+            return self.reply(200, ocsp.OCSPResponseBuilder.build_unsuccessful(
+                ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(serialization.Encoding.DER))
+        if mode in UNSUCCESSFUL:
+            return self.reply(200, ocsp.OCSPResponseBuilder.build_unsuccessful(
+                UNSUCCESSFUL[mode]).public_bytes(serialization.Encoding.DER))
+        if mode == "garbage":
+            return self.reply(200, b"<html>this is not an OCSP response</html>")
+        if mode == "empty":
+            return self.reply(200, b"")
+        if mode == "http500":
+            return self.reply(500, b"oops", "text/plain")
+        if mode == "wrongtype":
+            return self.reply(200, build(leaf, "good", validity), "text/html")
+        if mode == "close":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if mode == "hang":
+            HANG_RELEASE.wait(120)
+            self.close_connection = True
+            return
+        if mode == "slow":
+            time.sleep(1.0)
+        der = build(leaf, mode if mode not in ("slow", "refused") else "good", validity)
+        if mode == "truncated":
+            # a correct Content-Length for a body cut in half: framing is fine,
+            # the DER is not
+            return self.reply(200, der[:len(der) // 2])
+        return self.reply(200, der)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+REFUSED = {"server": None}
+
+
+def update_refused_listener():
+    """f-refused is reached on PORT+1; in mode "refused" nothing listens there."""
+    want = STATE["f-refused"]["mode"] != "refused"
+    srv = REFUSED["server"]
+    if want and srv is None:
+        srv = Server(("127.0.0.1", PORT + 1), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        REFUSED["server"] = srv
+    elif not want and srv is not None:
+        srv.shutdown()
+        srv.server_close()
+        REFUSED["server"] = None
+
+
+def main():
+    srv = Server(("127.0.0.1", PORT), Handler)
+    update_refused_listener()
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
