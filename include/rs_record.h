@@ -15,7 +15,10 @@
 void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN]);
 apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len);
 
-/* Cache keys: a one-letter kind followed by the certificate id. */
+/* Cache keys: the certificate id followed by a one-letter kind. The id comes
+ * first because shmcb picks its subcache from the first key byte (made for
+ * random session ids): a common prefix would put every record of a kind in
+ * one subcache and overflow its index. */
 #define RS_KEY_LEN (1 + RS_ID_LEN)
 #define RS_KEY_RESPONSE 'R'
 #define RS_KEY_STATE 'S'

@@ -26,6 +26,11 @@ apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t
  * with (NULL, 0). Returns 1 if a response was handed over. */
 int rs_staple_serve(rs_staple_t *st, apr_time_t now, rs_staple_copy_fn *cb, void *userdata);
 
+/* A copy of the installed response (from p), for re-populating a shared
+ * cache that lost it. APR_ENOENT if none. */
+apr_status_t rs_staple_copy(rs_staple_t *st, apr_pool_t *p, unsigned char **pder,
+                            apr_size_t *plen, apr_time_t *this_update, apr_time_t *next_update);
+
 /* thisUpdate/nextUpdate of the installed response; 0 if none. */
 void rs_staple_times(rs_staple_t *st, apr_time_t *this_update, apr_time_t *next_update);
 

@@ -181,7 +181,7 @@ static int create_cache(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *
     }
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = 1 + RS_ID_LEN;
-    hints.avg_obj_size = 2048;
+    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB, state records 250 bytes */
     hints.expiry_interval = apr_time_from_sec(3600);
     rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
     if (rv != APR_SUCCESS) {

@@ -27,6 +27,10 @@ APLOG_USE_MODULE(resilient_stapling);
  * finds nothing new is one small cache read. */
 #define SYNC_INTERVAL apr_time_from_msec(1000)
 #define SYNC_INTERVAL_EMPTY apr_time_from_msec(100)
+/* shmcb is a cyclic buffer: frequent state updates push old records out,
+ * however valid. Every child checks this often that the cache still holds
+ * what it serves, and puts back what was lost. */
+#define AUDIT_INTERVAL apr_time_from_sec(15)
 /* Kept in the cache well past any response's lifetime; rewritten on every attempt. */
 #define STATE_TTL apr_time_from_sec(7 * 86400)
 
@@ -46,10 +50,12 @@ struct refresher_t {
     apr_thread_cond_t *cond;
     apr_thread_pool_t *workers;
     task_t *tasks;            /* one per entry, same index: no allocation per fetch */
+    unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
     volatile int stopping;
     apr_uint64_t owner;       /* this child's lease token */
     apr_uint64_t seen_generation;
     int synced;
+    apr_time_t next_audit;
 };
 
 /* A response another child stored, copied out under the mutex. */
@@ -85,15 +91,19 @@ static int is_stopping(void *baton)
 
 /* --- shared cache records; callers hold the global mutex --- */
 
-static void state_get(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_pool_t *p)
+/* 1 if the cache had a state record; otherwise *st is a fresh one. */
+static int state_get(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_pool_t *p)
 {
     unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
     unsigned int len = sizeof(buf);
     rs_record_key(key, RS_KEY_STATE, e->cert->id);
     if (r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, buf, &len, p)
             != APR_SUCCESS
-        || rs_state_decode(st, buf, len) != APR_SUCCESS)
+        || rs_state_decode(st, buf, len) != APR_SUCCESS) {
         rs_state_init(st);
+        return 0;
+    }
+    return 1;
 }
 
 static apr_status_t state_put(refresher_t *r, rs_entry_t *e, const rs_state_t *st,
@@ -106,16 +116,16 @@ static apr_status_t state_put(refresher_t *r, rs_entry_t *e, const rs_state_t *s
                                 apr_time_now() + STATE_TTL, buf, sizeof(buf), p);
 }
 
+/* Scheduler thread only: *pder points into r->scratch until the next call. */
 static apr_status_t resp_get(refresher_t *r, rs_entry_t *e, unsigned char **pder,
                              apr_size_t *plen, apr_pool_t *p)
 {
     unsigned char key[RS_KEY_LEN];
-    unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
     unsigned int len = RS_MAX_RESPONSE_LEN;
     apr_status_t rv;
     rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
-    rv = r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, buf, &len, p);
-    *pder = buf;
+    rv = r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, r->scratch, &len, p);
+    *pder = r->scratch;
     *plen = len;
     return rv;
 }
@@ -179,29 +189,69 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
     }
 }
 
-/* Pick up what other children stored; only when the generation moved. */
+/* Put back a valid response this child serves but the cache lost (and the
+ * state that describes it). Caller holds the global mutex. */
+static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_state,
+                       apr_time_t now, apr_pool_t *p)
+{
+    unsigned char *der, *cached;
+    apr_size_t len, cached_len;
+    apr_time_t this_update, next_update;
+    int have_resp;
+
+    if (rs_staple_copy(e->staple, p, &der, &len, &this_update, &next_update) != APR_SUCCESS
+        || next_update <= now)
+        return;
+    have_resp = st->resp_this_update != 0
+                && resp_get(r, e, &cached, &cached_len, p) == APR_SUCCESS;
+    if (have_state && have_resp)
+        return;
+    if (!have_resp && resp_put(r, e, der, len, next_update, p) != APR_SUCCESS)
+        return;
+    if (!have_state || st->resp_this_update < this_update) {
+        if (!have_state)
+            st->next_attempt = rs_sched_renew_at(&r->reg->sched, this_update, next_update,
+                                                 now, jitter());
+        st->resp_this_update = this_update;
+        st->resp_next_update = next_update;
+    }
+    state_put(r, e, st, p);
+    generation_bump(r, p);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                 "RS0222: the shared cache %s had lost the %s for %s; put back the one "
+                 "valid until %s (a larger cache avoids this)", r->reg->cache_desc,
+                 have_state ? "response" : "state", e->cert->subject,
+                 fmt_time(p, next_update));
+}
+
+/* Pick up what other children stored; only when the generation moved, or
+ * when an audit is due. */
 static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     apr_array_header_t *entries = r->reg->entries;
     apr_array_header_t *fresh = apr_array_make(p, 4, sizeof(pickup_t));
     apr_uint64_t gen;
-    int i;
+    int i, audit = now >= r->next_audit;
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         return;
     gen = generation_get(r, p);
-    if (r->synced && gen == r->seen_generation) {
+    if (r->synced && gen == r->seen_generation && !audit) {
         apr_global_mutex_unlock(r->reg->mutex);
         return;
     }
+    if (audit)
+        r->next_audit = now + AUDIT_INTERVAL;
     for (i = 0; i < entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         apr_time_t this_update, next_update;
         rs_state_t st;
         unsigned char *der;
         apr_size_t len;
+        int have_state = state_get(r, e, &st, p);
 
-        state_get(r, e, &st, p);
+        if (audit && !e->in_flight)
+            repopulate(r, e, &st, have_state, now, p);
         if (!e->in_flight && st.next_attempt > e->local_next)
             e->local_next = st.next_attempt;
         rs_staple_times(e->staple, &this_update, &next_update);
@@ -209,7 +259,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
             && resp_get(r, e, &der, &len, p) == APR_SUCCESS) {
             pickup_t *pk = apr_array_push(fresh);
             pk->e = e;
-            pk->der = der;
+            pk->der = apr_pmemdup(p, der, len);
             pk->len = len;
         }
     }
@@ -465,6 +515,7 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
     int i;
 
     r->reg = reg;
+    r->scratch = apr_palloc(pchild, RS_MAX_RESPONSE_LEN);
     r->tasks = apr_pcalloc(pchild, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
     for (i = 0; i < reg->entries->nelts; i++) {
         r->tasks[i].r = r;

@@ -108,6 +108,6 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
 
 void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id)
 {
-    key[0] = (unsigned char)kind;
-    memcpy(key + 1, id, RS_ID_LEN);
+    memcpy(key, id, RS_ID_LEN);
+    key[RS_ID_LEN] = (unsigned char)kind;
 }

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <apr_strings.h>
 #include <apr_thread_rwlock.h>
 
 #include "rs_staple.h"
@@ -70,6 +71,22 @@ int rs_staple_serve(rs_staple_t *st, apr_time_t now, rs_staple_copy_fn *cb, void
     if (!served)
         cb(NULL, 0, userdata);
     return served;
+}
+
+apr_status_t rs_staple_copy(rs_staple_t *st, apr_pool_t *p, unsigned char **pder,
+                            apr_size_t *plen, apr_time_t *this_update, apr_time_t *next_update)
+{
+    apr_status_t rv = APR_ENOENT;
+    apr_thread_rwlock_rdlock(st->lock);
+    if (st->current) {
+        *pder = apr_pmemdup(p, st->current->der, st->current->len);
+        *plen = st->current->len;
+        *this_update = st->current->this_update;
+        *next_update = st->current->next_update;
+        rv = APR_SUCCESS;
+    }
+    apr_thread_rwlock_unlock(st->lock);
+    return rv;
 }
 
 void rs_staple_times(rs_staple_t *st, apr_time_t *this_update, apr_time_t *next_update)

@@ -48,7 +48,7 @@ CA, CA_KEY = load_cert("ca"), load_key("ca")
 SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
-STATE = {n: {"mode": m["mode"], "validity": 3600} for n, m in META.items()}
+STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600)} for n, m in META.items()}
 LOG = {n: [] for n in META}
 UNSUCCESSFUL = {
     "unauthorized": ocsp.OCSPResponseStatus.UNAUTHORIZED,

@@ -29,14 +29,17 @@ LEAVES = {
     "noaia": None,           # no OCSP URL at all: served unstapled
     "forceurl": "good",      # AIA points nowhere; ResilientStaplingForceURL fixes it
     "revoked": "revoked",
-    "renew": "good",         # short-lived responses
-    "count": "good",         # counts fetches across children
+    "renew": "good",         # short-lived responses (VALIDITY)
+    "count": "good",         # counts fetches across children (VALIDITY)
     "slow": "slow",          # answers within the deadline, slowly
-    "latency": "good",       # handshake latency while the responder hangs
+    "latency": "good",       # handshake latency while the responder hangs (VALIDITY)
     "off": "good",           # in a vhost with ResilientStapling off
 }
 for f in FAULTS:
     LEAVES["f-" + f] = f
+# seconds of validity of the responder's answers from the start (default 3600),
+# for the leaves whose tests watch renewals happen
+VALIDITY = {"renew": 8, "count": 6, "latency": 6}
 
 NOW = datetime.datetime.utcnow().replace(microsecond=0)
 LONG_AGO = NOW - datetime.timedelta(days=1)
@@ -98,7 +101,7 @@ def main():
     stamp = os.path.join(out, "leaves.json")
     if os.path.exists(stamp):
         with open(stamp) as f:
-            if json.load(f).get("port") == port:
+            if json.load(f).get("port") == port and os.path.getmtime(stamp) >= os.path.getmtime(__file__):
                 return
     os.makedirs(out, exist_ok=True)
     ca_key, rogue_key = key(), key()
@@ -133,7 +136,8 @@ def main():
         c = issue(dns, k, ca, ca_key, exts)
         write(os.path.join(out, leaf + ".crt"), pem(c))
         write(os.path.join(out, leaf + ".key"), keypem(k))
-        leaves[leaf] = {"serial": c.serial_number, "mode": mode or "good", "dns": dns}
+        leaves[leaf] = {"serial": c.serial_number, "mode": mode or "good", "dns": dns,
+                        "validity": VALIDITY.get(leaf, 3600)}
     with open(stamp, "w") as f:
         json.dump({"port": port, "leaves": leaves}, f, indent=1)
 
