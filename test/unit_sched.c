@@ -1,0 +1,130 @@
+/* Unit tests: renewal timing, backoff, the replace rule, and the lease. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "rs_sched.h"
+
+#define S(x) apr_time_from_sec(x)
+
+static const rs_sched_conf_t conf = {
+    .renew_window_pct = 50, .retry_min = S(60), .retry_max = S(3600), .lease = S(20)};
+
+static void test_renew_at_half_life(void **state)
+{
+    (void)state;
+    /* a 4-day response: renewed after 2 days, +-10 % of the 2-day window */
+    assert_int_equal(rs_sched_renew_at(&conf, S(0), S(4 * 86400), 0, 0.0), S(2 * 86400));
+    assert_int_equal(rs_sched_renew_at(&conf, S(0), S(4 * 86400), 0, 1.0),
+                     S(2 * 86400) + S(17280));
+    assert_int_equal(rs_sched_renew_at(&conf, S(0), S(4 * 86400), 0, -1.0),
+                     S(2 * 86400) - S(17280));
+}
+
+static void test_renew_window_setting(void **state)
+{
+    rs_sched_conf_t c = conf;
+    (void)state;
+    c.renew_window_pct = 20; /* renew when 20 % remains: at 80 % of the life */
+    assert_int_equal(rs_sched_renew_at(&c, S(1000), S(2000), S(1000), 0.0), S(1800));
+}
+
+static void test_renew_not_before_retry_min(void **state)
+{
+    (void)state;
+    /* a 30 s response must not make us fetch every 15 s when retry_min is 60 */
+    assert_int_equal(rs_sched_renew_at(&conf, S(100), S(130), S(100), 0.0), S(160));
+}
+
+static void test_backoff(void **state)
+{
+    apr_time_t now = S(1000);
+    (void)state;
+    assert_int_equal(rs_sched_retry_at(&conf, now, 1, 0.0), now + S(60));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 2, 0.0), now + S(120));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 3, 0.0), now + S(240));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 7, 0.0), now + S(3600));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 1000, 1.0), now + S(3600));
+    /* jitter never goes below the minimum */
+    assert_int_equal(rs_sched_retry_at(&conf, now, 1, -1.0), now + S(60));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 2, 1.0), now + S(132));
+    assert_int_equal(rs_sched_retry_at(&conf, now, 2, -1.0), now + S(108));
+}
+
+static void test_replace_rule(void **state)
+{
+    apr_time_t now = S(5000);
+    (void)state;
+    assert_true(rs_sched_should_replace(0, 0, S(4000), S(9000), now));            /* none */
+    assert_true(rs_sched_should_replace(S(1000), S(4000), S(100), S(9000), now)); /* expired */
+    assert_true(rs_sched_should_replace(S(4000), S(9000), S(4500), S(9500), now));
+    assert_false(rs_sched_should_replace(S(4500), S(9500), S(4000), S(9000), now)); /* older */
+    assert_true(rs_sched_should_replace(S(4000), S(9000), S(4000), S(9900), now));
+    assert_false(rs_sched_should_replace(S(4000), S(9000), S(4000), S(9000), now)); /* same */
+}
+
+static void test_lease(void **state)
+{
+    rs_state_t st;
+    (void)state;
+    rs_state_init(&st);
+    assert_true(rs_state_claim(&st, 111, S(10), &conf)); /* new: due at once */
+    assert_int_equal(st.lease_until, S(30));
+    assert_false(rs_state_claim(&st, 222, S(15), &conf)); /* held by another child */
+    assert_true(rs_state_claim(&st, 111, S(15), &conf));  /* its own */
+    assert_true(rs_state_claim(&st, 222, S(36), &conf));  /* holder died: expired (15 + 20) */
+    st.next_attempt = S(100);
+    st.lease_until = 0;
+    assert_false(rs_state_claim(&st, 222, S(50), &conf)); /* not due */
+}
+
+static void test_success_and_failure(void **state)
+{
+    rs_state_t st;
+    rs_ocsp_result_t good = {.verdict = RS_VERDICT_GOOD, .resp_status = 0,
+                             .this_update = S(1000), .next_update = S(1000 + 86400)};
+    (void)state;
+    rs_state_init(&st);
+    assert_true(rs_state_claim(&st, 1, S(1000), &conf));
+    rs_state_success(&st, S(1000), &good, 1, &conf, 0.0);
+    assert_int_equal(st.lease_until, 0);
+    assert_int_equal(st.resp_this_update, S(1000));
+    assert_int_equal(st.next_attempt, S(1000 + 43200));
+    assert_int_equal(st.fetches, 1);
+
+    rs_state_failure(&st, S(50000), RS_VERDICT_RESPONDER_ERROR, 6, "responder answered unauthorized",
+                     &conf, 0.0);
+    rs_state_failure(&st, S(50060), RS_VERDICT_TRANSPORT, -1, "timed out", &conf, 0.0);
+    assert_int_equal(st.failures, 2);
+    assert_int_equal(st.fetch_failures, 2);
+    assert_int_equal(st.next_attempt, S(50060 + 120));
+    assert_string_equal(st.last_error, "timed out");
+    /* the stored response is untouched by failures */
+    assert_int_equal(st.resp_this_update, S(1000));
+    assert_int_equal(st.resp_next_update, S(1000 + 86400));
+
+    /* an older valid answer is a success for backoff, but does not replace */
+    rs_ocsp_result_t older = good;
+    older.this_update = S(500);
+    older.next_update = S(500 + 86400);
+    rs_state_success(&st, S(50200), &older, 0, &conf, 0.0);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.resp_this_update, S(1000));
+    assert_int_equal(st.next_attempt, S(50200 + 60)); /* renewal overdue: retry_min */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_renew_at_half_life),
+        cmocka_unit_test(test_renew_window_setting),
+        cmocka_unit_test(test_renew_not_before_retry_min),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_replace_rule),
+        cmocka_unit_test(test_lease),
+        cmocka_unit_test(test_success_and_failure),
+    };
+    return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
+}
