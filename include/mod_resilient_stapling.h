@@ -55,11 +55,11 @@ typedef struct {
     const char *vhosts;              /* names of the vhosts that use it */
     unsigned char *req_der;          /* OCSP request, built once */
     apr_size_t req_len;
-    /* child-local, owned by the refresher thread */
+    /* child-local */
     rs_staple_t *staple;
-    apr_time_t local_next;           /* when this child next looks at it */
-    int expired_logged;
-    volatile apr_uint32_t in_flight;
+    apr_time_t local_next;           /* when this child next looks at it; refresher lock */
+    int in_flight;                   /* a worker is fetching it; refresher lock */
+    apr_time_t expiry_seen;          /* nextUpdate last found expired; scheduler thread only */
 } rs_entry_t;
 
 /* Everything of one configuration generation. Lives in pconf: modules are

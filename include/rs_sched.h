@@ -27,6 +27,7 @@ typedef struct {
     apr_uint64_t lease_owner;    /* random token of the fetching child */
     apr_time_t resp_this_update; /* identifies the response in the cache, 0 if none */
     apr_time_t resp_next_update;
+    apr_time_t expiry_reported;  /* nextUpdate whose expiry was logged (once per server) */
     apr_uint32_t failures;       /* consecutive failed attempts */
     apr_uint32_t fetches;        /* attempts, all outcomes */
     apr_uint32_t fetch_failures;

@@ -7,6 +7,7 @@
  * total deadline; their result is applied to the shared state under the
  * mutex (rs_sched.h decides) and installed in this child's staple.
  */
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <apr_thread_cond.h>
 #include <apr_thread_mutex.h>
@@ -46,12 +47,12 @@ struct refresher_t {
     server_rec *s;
     apr_pool_t *pool;
     apr_thread_t *thread;
-    apr_thread_mutex_t *lock; /* guards cond and in_flight transitions */
+    apr_thread_mutex_t *lock; /* guards cond, and in_flight/local_next of the entries */
     apr_thread_cond_t *cond;
     apr_thread_pool_t *workers;
     task_t *tasks;            /* one per entry, same index: no allocation per fetch */
     unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
-    volatile int stopping;
+    apr_uint32_t stopping;    /* atomic */
     apr_uint64_t owner;       /* this child's lease token */
     apr_uint64_t seen_generation;
     int synced;
@@ -86,7 +87,7 @@ static const char *fmt_time(apr_pool_t *p, apr_time_t t)
 
 static int is_stopping(void *baton)
 {
-    return ((refresher_t *)baton)->stopping;
+    return apr_atomic_read32(&((refresher_t *)baton)->stopping) != 0;
 }
 
 /* --- shared cache records; callers hold the global mutex --- */
@@ -182,7 +183,6 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
     if (rs_sched_should_replace(this_update, next_update, res.this_update, res.next_update,
                                 now)) {
         rs_staple_set(e->staple, der, len, res.this_update, res.next_update);
-        e->expired_logged = 0;
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
                      "RS0221: picked up the response for %s from the shared cache "
                      "(nextUpdate %s)", e->cert->subject, fmt_time(r->pool, res.next_update));
@@ -248,12 +248,15 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         rs_state_t st;
         unsigned char *der;
         apr_size_t len;
-        int have_state = state_get(r, e, &st, p);
+        int have_state = state_get(r, e, &st, p), in_flight;
 
-        if (audit && !e->in_flight)
-            repopulate(r, e, &st, have_state, now, p);
-        if (!e->in_flight && st.next_attempt > e->local_next)
+        apr_thread_mutex_lock(r->lock);
+        in_flight = e->in_flight;
+        if (!in_flight && st.next_attempt > e->local_next)
             e->local_next = st.next_attempt;
+        apr_thread_mutex_unlock(r->lock);
+        if (audit && !in_flight)
+            repopulate(r, e, &st, have_state, now, p);
         rs_staple_times(e->staple, &this_update, &next_update);
         if (st.resp_this_update && st.resp_this_update != this_update
             && resp_get(r, e, &der, &len, p) == APR_SUCCESS) {
@@ -327,6 +330,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
     int replaced = 0;
+    apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
     apr_pool_create(&p, NULL);
@@ -373,6 +377,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     }
     state_put(r, e, &st, p);
     apr_global_mutex_unlock(r->reg->mutex);
+    next_attempt = st.next_attempt;
 
     if (rs_verdict_is_valid(res.verdict)) {
         apr_time_t this_update, next_update;
@@ -380,15 +385,15 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
         if (rs_sched_should_replace(this_update, next_update, res.this_update,
                                     res.next_update, now)) {
             rs_staple_set(e->staple, body, len, res.this_update, res.next_update);
-            e->expired_logged = 0;
         }
     }
     log_attempt(r, e, &res, &st, now - start, now, p);
-    e->local_next = st.next_attempt;
 
 done:
     apr_pool_destroy(p);
     apr_thread_mutex_lock(r->lock);
+    if (next_attempt)
+        e->local_next = next_attempt;
     e->in_flight = 0;
     apr_thread_cond_signal(r->cond);
     apr_thread_mutex_unlock(r->lock);
@@ -402,13 +407,16 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
     apr_array_header_t *entries = r->reg->entries;
     int i;
 
-    for (i = 0; i < entries->nelts && !r->stopping; i++) {
+    for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         rs_state_t st;
-        int claimed;
+        int claimed, skip;
         task_t *t;
 
-        if (e->in_flight || e->local_next > now)
+        apr_thread_mutex_lock(r->lock);
+        skip = e->in_flight || e->local_next > now;
+        apr_thread_mutex_unlock(r->lock);
+        if (skip)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
@@ -418,36 +426,56 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             state_put(r, e, &st, p);
         apr_global_mutex_unlock(r->reg->mutex);
 
+        apr_thread_mutex_lock(r->lock);
         if (!claimed) {
             /* someone else is on it, or it is not due: look again then */
             e->local_next = st.next_attempt > now ? st.next_attempt : st.lease_until;
+            apr_thread_mutex_unlock(r->lock);
             continue;
         }
         t = &r->tasks[i];
         e->in_flight = 1;
         e->local_next = st.lease_until;
+        apr_thread_mutex_unlock(r->lock);
         if (apr_thread_pool_push(r->workers, fetch_task, t, APR_THREAD_TASK_PRIORITY_NORMAL,
-                                 r) != APR_SUCCESS)
+                                 r) != APR_SUCCESS) {
+            apr_thread_mutex_lock(r->lock);
             e->in_flight = 0;
+            apr_thread_mutex_unlock(r->lock);
+        }
     }
 }
 
-static void check_expiry(refresher_t *r, apr_time_t now)
+/* An expired staple is logged once per server, not once per child: the
+ * first child to notice claims the report in the shared state. */
+static void check_expiry(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     int i;
     for (i = 0; i < r->reg->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
         apr_time_t this_update, next_update;
+        rs_state_t st;
+        int report = 0;
+
         rs_staple_times(e->staple, &this_update, &next_update);
-        if (next_update && next_update <= now && !e->expired_logged) {
-            e->expired_logged = 1;
+        if (!next_update || next_update > now || e->expiry_seen == next_update)
+            continue;
+        e->expiry_seen = next_update;
+        if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+            continue;
+        state_get(r, e, &st, p);
+        if (st.expiry_reported != next_update && st.resp_next_update <= now) {
+            st.expiry_reported = next_update;
+            state_put(r, e, &st, p);
+            report = 1;
+        }
+        apr_global_mutex_unlock(r->reg->mutex);
+        if (report)
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
                          "RS0210: OCSP response for %s (serial %s) expired at %s and no valid "
                          "replacement could be fetched from %s: nothing is stapled%s",
-                         e->cert->subject, e->cert->serial, fmt_time(r->pool, next_update),
-                         e->url,
+                         e->cert->subject, e->cert->serial, fmt_time(p, next_update), e->url,
                          e->cert->must_staple ? " (Must-Staple: clients will refuse it)" : "");
-        }
     }
 }
 
@@ -474,18 +502,18 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
     (void)thread;
 
     apr_pool_create(&p, r->pool);
-    while (!r->stopping) {
+    while (!apr_atomic_read32(&r->stopping)) {
         apr_time_t now = apr_time_now(), wake;
 
         apr_pool_clear(p);
         sync_from_cache(r, now, p);
         claim_due(r, now, p);
-        check_expiry(r, now);
+        check_expiry(r, now, p);
 
         apr_thread_mutex_lock(r->lock);
         wake = next_wakeup(r, apr_time_now());
         now = apr_time_now();
-        if (!r->stopping && wake > now)
+        if (!apr_atomic_read32(&r->stopping) && wake > now)
             apr_thread_cond_timedwait(r->cond, r->lock, wake - now);
         apr_thread_mutex_unlock(r->lock);
     }
@@ -500,7 +528,7 @@ static apr_status_t refresher_stop(void *data)
     apr_status_t trv;
 
     apr_thread_mutex_lock(r->lock);
-    r->stopping = 1;
+    apr_atomic_set32(&r->stopping, 1);
     apr_thread_cond_broadcast(r->cond);
     apr_thread_mutex_unlock(r->lock);
     apr_thread_join(&trv, r->thread);

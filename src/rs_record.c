@@ -63,7 +63,7 @@ void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN])
     p = put64(p, st->lease_owner);
     p = put64(p, (apr_uint64_t)st->resp_this_update);
     p = put64(p, (apr_uint64_t)st->resp_next_update);
-    p = put64(p, 0); /* reserved */
+    p = put64(p, (apr_uint64_t)st->expiry_reported);
     p = put32(p, st->failures);
     p = put32(p, st->fetches);
     p = put32(p, st->fetch_failures);
@@ -77,7 +77,7 @@ void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN])
 apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len)
 {
     const unsigned char *p = in;
-    apr_uint64_t v, reserved;
+    apr_uint64_t v;
     apr_uint32_t u;
     size_t errlen;
 
@@ -92,7 +92,7 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
     p = get64(p, &st->lease_owner);
     p = get64(p, &v); st->resp_this_update = (apr_time_t)v;
     p = get64(p, &v); st->resp_next_update = (apr_time_t)v;
-    p = get64(p, &reserved);
+    p = get64(p, &v); st->expiry_reported = (apr_time_t)v;
     p = get32(p, &st->failures);
     p = get32(p, &st->fetches);
     p = get32(p, &st->fetch_failures);

@@ -41,8 +41,8 @@ ok(RSTest::curl_cert_status('revoked') != 0);
 ok(RSTest::error_log() =~ /\[resilient_stapling:error\].*RS0203: certificate CN=revoked\.rs\.test.*REVOKED/);
 
 # ForceURL: the AIA points at a dead port, the forced URL is used.
-my $f = RSTest::handshake('forceurl');
-ok($f->{stapled} && $f->{status} eq 'good');
+my $f = RSTest::wait_for(sub { my $x = RSTest::handshake('forceurl'); $x->{stapled} && $x }, 5);
+ok($f && $f->{status} eq 'good');
 ok(@{ RSTest::requests('forceurl') } >= 1);
 ok($log !~ /127\.0\.0\.1:9\/nowhere/);
 

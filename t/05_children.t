@@ -24,6 +24,6 @@ printf "# %d requests in 16 s, gaps: %s\n", scalar @t, join(' ', map { sprintf '
 # renewal at half of 6 s +-10 %: about every 3 s. Four fetching children
 # would show up as requests a few milliseconds apart.
 ok(@t >= 3);
-ok(@t <= 7);
+ok(@t <= 10);   # renewal gaps can be 2.0 s: thisUpdate has whole seconds
 ok(!grep { $_ < 1.0 } @gaps);
 RSTest::set_mode('count', 'good', 6);
