@@ -26,6 +26,7 @@ extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 #define RS_DEFAULT_RETRY_MAX apr_time_from_sec(3600)
 #define RS_DEFAULT_SKEW apr_time_from_sec(300)
 #define RS_DEFAULT_MAX_FETCHES 8
+#define RS_DEFAULT_STORE "state/resilient_stapling" /* under ServerRoot */
 
 /* Per server (vhost) configuration. Global-only values are read from the
  * main server's record; vhosts inherit "enabled" and "force_url". */
@@ -41,6 +42,7 @@ typedef struct {
     apr_interval_time_t skew;
     const char *proxy;
     int max_fetches;
+    const char *store;            /* NULL: default; "none": off */
 } rs_srv_conf_t;
 
 void *rs_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -79,7 +81,31 @@ typedef struct {
     apr_interval_time_t skew;
     int max_fetches;
     const char *proxy;
+    const char *store_dir;           /* NULL: no persistent store */
 } rs_registry_t;
+
+/* mod_resilient_stapling_cache.c: the shared cache. The record functions
+ * are called with the global mutex held. */
+int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
+                    apr_pool_t *ptemp, server_rec *s);
+int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
+                       apr_pool_t *p);
+apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                                const rs_state_t *st, apr_pool_t *p);
+apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                               unsigned char *buf, apr_size_t cap, apr_size_t *plen,
+                               apr_pool_t *p);
+apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                               const unsigned char *der, apr_size_t len, apr_time_t next_update,
+                               apr_pool_t *p);
+apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+void rs_cache_generation_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+
+/* ... and the persistent store: read back at startup (parent, before any
+ * child), written by the child that fetched (no lock held). */
+int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp);
+void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                    const unsigned char *der, apr_size_t len, apr_pool_t *p);
 
 /* mod_resilient_stapling_refresh.c */
 apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s);

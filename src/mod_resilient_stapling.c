@@ -6,6 +6,8 @@
  * shared cache sized for what was primed; each child starts a refresher;
  * the handshake only copies from the child's staple (rs_staple.h).
  */
+#include <string.h>
+
 #include <apr_strings.h>
 #include <httpd.h>
 #include <http_config.h>
@@ -23,11 +25,6 @@
 /* A lease outlives the longest fetch by this much before another child may
  * assume its holder died. */
 #define LEASE_GRACE apr_time_from_sec(10)
-/* Shared cache bytes per certificate: a response with a delegated signer
- * chain (up to ~4 KiB) plus its state record, with room for shmcb's
- * index and fragmentation. */
-#define CACHE_BYTES_PER_CERT (12 * 1024)
-#define CACHE_BYTES_BASE (128 * 1024)
 
 /* This generation's registry. Reset in pre_config: the module is reloaded
  * on every restart, so nothing in it may come from an earlier generation. */
@@ -137,62 +134,10 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
     reg->max_fetches = g->max_fetches > 0 ? g->max_fetches : RS_DEFAULT_MAX_FETCHES;
     reg->proxy = g->proxy;
     reg->sched.lease = reg->timeout + LEASE_GRACE;
-}
-
-static apr_status_t cache_destroy(void *data)
-{
-    rs_registry_t *reg = data;
-    if (reg->cache_inst) {
-        reg->cache->destroy(reg->cache_inst, reg->s);
-        reg->cache_inst = NULL;
-    }
-    return APR_SUCCESS;
-}
-
-static int create_cache(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
-                        apr_pool_t *ptemp, server_rec *s)
-{
-    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
-    const char *args = g->cache_args;
-    struct ap_socache_hints hints;
-    const char *err;
-    apr_status_t rv;
-
-    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
-                                    AP_SOCACHE_PROVIDER_VERSION);
-    if (!reg->cache) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
-                     "(LoadModule socache_%s_module?)", name, name);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    if (!g->cache_provider) {
-        apr_size_t size = CACHE_BYTES_BASE
-                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
-        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
-                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
-    }
-    reg->cache_desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
-    err = reg->cache->create(&reg->cache_inst, args, ptemp, pconf);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     "RS0002: ResilientStaplingCache %s: %s", reg->cache_desc, err);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.avg_id_len = 1 + RS_ID_LEN;
-    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB, state records 250 bytes */
-    hints.expiry_interval = apr_time_from_sec(3600);
-    rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
-                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache",
-                     reg->cache_desc);
-        reg->cache_inst = NULL;
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
-    return OK;
+    if (!g->store)
+        reg->store_dir = ap_server_root_relative(reg->pool, RS_DEFAULT_STORE);
+    else if (strcasecmp(g->store, "none") != 0)
+        reg->store_dir = ap_server_root_relative(reg->pool, g->store);
 }
 
 static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -213,7 +158,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      "RS0004: no certificates to staple in this configuration");
         return OK;
     }
-    if ((rc = create_cache(registry, srv_conf(s), pconf, ptemp, s)) != OK)
+    if ((rc = rs_cache_create(registry, srv_conf(s), pconf, ptemp, s)) != OK)
         return rc;
     rv = ap_global_mutex_create(&registry->mutex, NULL, RS_MUTEX_TYPE, NULL, s, pconf, 0);
     if (rv != APR_SUCCESS) {
@@ -221,9 +166,13 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      "RS0005: cannot create the %s mutex", RS_MUTEX_TYPE);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    /* before any child: the first handshake after a restart finds them */
+    if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
+        return rc;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                 "RS0006: stapling %d certificate(s), shared cache %s",
-                 registry->entries->nelts, registry->cache_desc);
+                 "RS0006: stapling %d certificate(s), shared cache %s, store %s",
+                 registry->entries->nelts, registry->cache_desc,
+                 registry->store_dir ? registry->store_dir : "none");
     return OK;
 }
 

@@ -40,6 +40,7 @@ void *rs_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->skew = MERGE(skew, UNSET_TIME);
     c->proxy = MERGE(proxy, NULL);
     c->max_fetches = MERGE(max_fetches, -1);
+    c->store = MERGE(store, NULL);
     return c;
 }
 
@@ -173,6 +174,18 @@ static const char *set_max_fetches(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_store(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err)
+        return err;
+    if (!*arg)
+        return apr_psprintf(cmd->pool, "%s: a directory or 'none' is needed", cmd->cmd->name);
+    conf_of(cmd)->store = arg;
+    return NULL;
+}
+
 const command_rec rs_cmds[] = {
     AP_INIT_FLAG("ResilientStapling", set_enabled, NULL, RSRC_CONF,
                  "on|off: staple OCSP responses for this server's certificates"),
@@ -193,5 +206,8 @@ const command_rec rs_cmds[] = {
                   "http://host:port of a proxy for fetches"),
     AP_INIT_TAKE1("ResilientStaplingMaxFetches", set_max_fetches, NULL, RSRC_CONF,
                   "fetches in flight at once per child (8)"),
+    AP_INIT_TAKE1("ResilientStaplingStore", set_store, NULL, RSRC_CONF,
+                  "directory for the persistent copy of responses, or 'none' "
+                  "(default: state/resilient_stapling under ServerRoot)"),
     {NULL}
 };

@@ -32,8 +32,6 @@ APLOG_USE_MODULE(resilient_stapling);
  * however valid. Every child checks this often that the cache still holds
  * what it serves, and puts back what was lost. */
 #define AUDIT_INTERVAL apr_time_from_sec(15)
-/* Kept in the cache well past any response's lifetime; rewritten on every attempt. */
-#define STATE_TTL apr_time_from_sec(7 * 86400)
 
 typedef struct refresher_t refresher_t;
 
@@ -90,78 +88,6 @@ static int is_stopping(void *baton)
     return apr_atomic_read32(&((refresher_t *)baton)->stopping) != 0;
 }
 
-/* --- shared cache records; callers hold the global mutex --- */
-
-/* 1 if the cache had a state record; otherwise *st is a fresh one. */
-static int state_get(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_pool_t *p)
-{
-    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
-    unsigned int len = sizeof(buf);
-    rs_record_key(key, RS_KEY_STATE, e->cert->id);
-    if (r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, buf, &len, p)
-            != APR_SUCCESS
-        || rs_state_decode(st, buf, len) != APR_SUCCESS) {
-        rs_state_init(st);
-        return 0;
-    }
-    return 1;
-}
-
-static apr_status_t state_put(refresher_t *r, rs_entry_t *e, const rs_state_t *st,
-                              apr_pool_t *p)
-{
-    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
-    rs_record_key(key, RS_KEY_STATE, e->cert->id);
-    rs_state_encode(st, buf);
-    return r->reg->cache->store(r->reg->cache_inst, r->s, key, RS_KEY_LEN,
-                                apr_time_now() + STATE_TTL, buf, sizeof(buf), p);
-}
-
-/* Scheduler thread only: *pder points into r->scratch until the next call. */
-static apr_status_t resp_get(refresher_t *r, rs_entry_t *e, unsigned char **pder,
-                             apr_size_t *plen, apr_pool_t *p)
-{
-    unsigned char key[RS_KEY_LEN];
-    unsigned int len = RS_MAX_RESPONSE_LEN;
-    apr_status_t rv;
-    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
-    rv = r->reg->cache->retrieve(r->reg->cache_inst, r->s, key, RS_KEY_LEN, r->scratch, &len, p);
-    *pder = r->scratch;
-    *plen = len;
-    return rv;
-}
-
-static apr_status_t resp_put(refresher_t *r, rs_entry_t *e, unsigned char *der,
-                             apr_size_t len, apr_time_t expiry, apr_pool_t *p)
-{
-    unsigned char key[RS_KEY_LEN];
-    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
-    /* the cache drops it at nextUpdate: an expired response is worth nothing */
-    return r->reg->cache->store(r->reg->cache_inst, r->s, key, RS_KEY_LEN, expiry, der,
-                                (unsigned int)len, p);
-}
-
-static apr_uint64_t generation_get(refresher_t *r, apr_pool_t *p)
-{
-    unsigned char buf[RS_GENERATION_WIRE_LEN];
-    unsigned int len = sizeof(buf);
-    if (r->reg->cache->retrieve(r->reg->cache_inst, r->s,
-                                (const unsigned char *)RS_GENERATION_KEY,
-                                sizeof(RS_GENERATION_KEY) - 1, buf, &len, p) != APR_SUCCESS
-        || len != sizeof(buf))
-        return 0;
-    return rs_u64_decode(buf);
-}
-
-static void generation_bump(refresher_t *r, apr_pool_t *p)
-{
-    unsigned char buf[RS_GENERATION_WIRE_LEN];
-    rs_u64_encode(generation_get(r, p) + 1, buf);
-    r->reg->cache->store(r->reg->cache_inst, r->s, (const unsigned char *)RS_GENERATION_KEY,
-                         sizeof(RS_GENERATION_KEY) - 1, apr_time_now() + STATE_TTL, buf,
-                         sizeof(buf), p);
-}
-
 /* --- installing responses in this child --- */
 
 /* Verified again here: the shared cache may be memcached or Redis, which we
@@ -194,7 +120,7 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
 static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_state,
                        apr_time_t now, apr_pool_t *p)
 {
-    unsigned char *der, *cached;
+    unsigned char *der;
     apr_size_t len, cached_len;
     apr_time_t this_update, next_update;
     int have_resp;
@@ -203,10 +129,11 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_s
         || next_update <= now)
         return;
     have_resp = st->resp_this_update != 0
-                && resp_get(r, e, &cached, &cached_len, p) == APR_SUCCESS;
+                && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
+                                     &cached_len, p) == APR_SUCCESS;
     if (have_state && have_resp)
         return;
-    if (!have_resp && resp_put(r, e, der, len, next_update, p) != APR_SUCCESS)
+    if (!have_resp && rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
         return;
     if (!have_state || st->resp_this_update < this_update) {
         if (!have_state)
@@ -215,8 +142,8 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_s
         st->resp_this_update = this_update;
         st->resp_next_update = next_update;
     }
-    state_put(r, e, st, p);
-    generation_bump(r, p);
+    rs_cache_state_put(r->reg, r->s, e, st, p);
+    rs_cache_generation_bump(r->reg, r->s, p);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
                  "RS0222: the shared cache %s had lost the %s for %s; put back the one "
                  "valid until %s (a larger cache avoids this)", r->reg->cache_desc,
@@ -235,7 +162,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         return;
-    gen = generation_get(r, p);
+    gen = rs_cache_generation(r->reg, r->s, p);
     if (r->synced && gen == r->seen_generation && !audit) {
         apr_global_mutex_unlock(r->reg->mutex);
         return;
@@ -246,9 +173,8 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         apr_time_t this_update, next_update;
         rs_state_t st;
-        unsigned char *der;
         apr_size_t len;
-        int have_state = state_get(r, e, &st, p), in_flight;
+        int have_state = rs_cache_state_get(r->reg, r->s, e, &st, p), in_flight;
 
         apr_thread_mutex_lock(r->lock);
         in_flight = e->in_flight;
@@ -259,10 +185,11 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
             repopulate(r, e, &st, have_state, now, p);
         rs_staple_times(e->staple, &this_update, &next_update);
         if (st.resp_this_update && st.resp_this_update != this_update
-            && resp_get(r, e, &der, &len, p) == APR_SUCCESS) {
+            && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
+                   == APR_SUCCESS) {
             pickup_t *pk = apr_array_push(fresh);
             pk->e = e;
-            pk->der = apr_pmemdup(p, der, len);
+            pk->der = apr_pmemdup(p, r->scratch, len);
             pk->len = len;
         }
     }
@@ -329,7 +256,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     char err[sizeof(res.detail)];
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
-    int replaced = 0;
+    int newest = 0, shared = 0;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
@@ -356,36 +283,41 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         goto done;
-    state_get(r, e, &st, p);
+    rs_cache_state_get(r->reg, r->s, e, &st, p);
     if (rs_verdict_is_valid(res.verdict)) {
-        replaced = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
-                                           res.this_update, res.next_update, now);
-        if (replaced && resp_put(r, e, body, len, res.next_update, p) != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                         "RS0204: cannot store the response for %s in the shared cache %s "
-                         "(too small?); serving it from this child only",
-                         e->cert->subject, r->reg->cache_desc);
-            replaced = 0;
+        /* the single place where a fetched response may replace the stored one */
+        newest = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
+                                         res.this_update, res.next_update, now);
+        if (newest) {
+            shared = rs_cache_resp_put(r->reg, r->s, e, body, len, res.next_update, p)
+                     == APR_SUCCESS;
+            if (shared)
+                rs_cache_generation_bump(r->reg, r->s, p);
         }
-        if (replaced)
-            generation_bump(r, p);
-        rs_state_success(&st, now, &res, replaced, &r->reg->sched, jitter());
+        rs_state_success(&st, now, &res, shared, &r->reg->sched, jitter());
     }
     else {
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
                          jitter());
     }
-    state_put(r, e, &st, p);
+    rs_cache_state_put(r->reg, r->s, e, &st, p);
     apr_global_mutex_unlock(r->reg->mutex);
     next_attempt = st.next_attempt;
 
+    /* logging and disk I/O after the mutex is released */
+    if (newest && !shared)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                     "RS0204: cannot store the response for %s in the shared cache %s "
+                     "(too small?); serving it from this child only",
+                     e->cert->subject, r->reg->cache_desc);
+    if (newest)
+        rs_store_write(r->reg, r->s, e, body, len, p);
     if (rs_verdict_is_valid(res.verdict)) {
         apr_time_t this_update, next_update;
         rs_staple_times(e->staple, &this_update, &next_update);
         if (rs_sched_should_replace(this_update, next_update, res.this_update,
-                                    res.next_update, now)) {
+                                    res.next_update, now))
             rs_staple_set(e->staple, body, len, res.this_update, res.next_update);
-        }
     }
     log_attempt(r, e, &res, &st, now - start, now, p);
 
@@ -420,10 +352,10 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
-        state_get(r, e, &st, p);
+        rs_cache_state_get(r->reg, r->s, e, &st, p);
         claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched);
         if (claimed)
-            state_put(r, e, &st, p);
+            rs_cache_state_put(r->reg, r->s, e, &st, p);
         apr_global_mutex_unlock(r->reg->mutex);
 
         apr_thread_mutex_lock(r->lock);
@@ -463,10 +395,10 @@ static void check_expiry(refresher_t *r, apr_time_t now, apr_pool_t *p)
         e->expiry_seen = next_update;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             continue;
-        state_get(r, e, &st, p);
+        rs_cache_state_get(r->reg, r->s, e, &st, p);
         if (st.expiry_reported != next_update && st.resp_next_update <= now) {
             st.expiry_reported = next_update;
-            state_put(r, e, &st, p);
+            rs_cache_state_put(r->reg, r->s, e, &st, p);
             report = 1;
         }
         apr_global_mutex_unlock(r->reg->mutex);
@@ -557,6 +489,15 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
         || (rv = apr_thread_cond_create(&r->cond, r->pool)) != APR_SUCCESS
         || (rv = apr_thread_pool_create(&r->workers, 0, (apr_size_t)reg->max_fetches, r->pool)) != APR_SUCCESS)
         return rv;
+    /* Responses already in the cache (restored from the store, or fetched by
+     * other children) are installed before this child takes its first
+     * connection: right after a restart the first handshake is stapled. */
+    {
+        apr_pool_t *p;
+        apr_pool_create(&p, r->pool);
+        sync_from_cache(r, apr_time_now(), p);
+        apr_pool_destroy(p);
+    }
     if ((rv = apr_thread_create(&r->thread, NULL, scheduler, r, r->pool)) != APR_SUCCESS)
         return rv;
     apr_pool_pre_cleanup_register(pchild, r, refresher_stop);

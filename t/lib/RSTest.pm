@@ -99,10 +99,10 @@ sub parse_time {
 #   stapled (0/1), status (good/revoked/unknown), this_update, next_update
 #   (epoch), resp_status, elapsed (seconds), ok (handshake completed).
 sub handshake {
-    my $leaf = shift;
+    my ($leaf, @args) = @_;
     my $port = ssl_port();
     my $t0 = time;
-    my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/ca.crt </dev/null 2>&1`;
+    my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/ca.crt @args </dev/null 2>&1`;
     my %r = (elapsed => time - $t0, raw => $out);
     $r{ok} = $out =~ /^\s*Verify return code: 0 \(ok\)/m ? 1 : 0;
     $r{stapled} = $out =~ /OCSP Response Status: (\w+)/ ? 1 : 0;
@@ -110,6 +110,7 @@ sub handshake {
     $r{status} = $1 if $out =~ /Cert Status: (\w+)/;
     $r{this_update} = parse_time($1) if $out =~ /This Update: (.+)/;
     $r{next_update} = parse_time($1) if $out =~ /Next Update: (.+)/;
+    ($r{serial} = $1) =~ s/^0+// if $out =~ /OCSP Response Data:.*?Serial Number: (\w+)/s;
     return \%r;
 }
 
@@ -121,6 +122,34 @@ sub curl_cert_status {
     system("curl -s -o /dev/null --max-time 10 --cert-status --cacert $PKI/ca.crt "
            . "--resolve $leaf.rs.test:$port:127.0.0.1 https://$leaf.rs.test:$port/");
     return $? >> 8;
+}
+
+# The serial of a test certificate, hex without leading zeros (as compared
+# with handshake()->{serial}).
+sub serial {
+    my $leaf = shift;
+    my $meta = JSON::PP::decode_json(slurp("$PKI/leaves.json"));
+    (my $s = $meta->{leaves}{$leaf}{serial}) =~ s/^0+//;
+    return $s;
+}
+
+# mod_ssl's id of a certificate (SHA-1 of its DER), as the store names files.
+sub cert_id {
+    my $leaf = shift;
+    my $id = `openssl x509 -in $PKI/$leaf.crt -outform DER | openssl dgst -sha1 -r`;
+    return (split ' ', $id)[0];
+}
+
+sub store_dir { "$T/state/resilient_stapling" }
+
+# Graceful restart (SIGUSR1), returning once the new generation runs.
+sub graceful {
+    my $pid = slurp("$T/logs/httpd.pid");
+    chomp $pid;
+    my $before = () = error_log() =~ /resuming normal operations/g;
+    kill 'USR1', $pid or die "cannot signal httpd $pid: $!";
+    wait_for(sub { my $n = () = error_log() =~ /resuming normal operations/g; $n > $before },
+             20, 0.1) or die "no graceful restart seen\n";
 }
 
 sub wait_for {

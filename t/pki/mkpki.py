@@ -14,7 +14,7 @@ import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, AuthorityInformationAccessOID
 
 # name -> initial responder mode. The f-* leaves start in a fault so the
@@ -34,7 +34,14 @@ LEAVES = {
     "slow": "slow",          # answers within the deadline, slowly
     "latency": "good",       # handshake latency while the responder hangs (VALIDITY)
     "off": "good",           # in a vhost with ResilientStapling off
+    "restart": "good",       # restarts with the responder down
+    "swap-a": "good",        # the certificate of vhost "swap"...
+    "swap-b": "good",        # ...replaced by this one at a reload
+    "shared": "good",        # one certificate in two vhosts
+    "dual-ec": "good",       # one vhost with an ECDSA...
+    "dual-rsa": "good",      # ...and an RSA certificate
 }
+RSA = {"dual-rsa"}
 for f in FAULTS:
     LEAVES["f-" + f] = f
 # seconds of validity of the responder's answers from the start (default 3600),
@@ -46,7 +53,9 @@ LONG_AGO = NOW - datetime.timedelta(days=1)
 FAR = NOW + datetime.timedelta(days=365)
 
 
-def key():
+def key(rsa_key=False):
+    if rsa_key:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -132,11 +141,11 @@ def main():
                 False))
         if leaf == "muststaple":
             exts.append((x509.TLSFeature([x509.TLSFeatureType.status_request]), False))
-        k = key()
+        k = key(leaf in RSA)
         c = issue(dns, k, ca, ca_key, exts)
         write(os.path.join(out, leaf + ".crt"), pem(c))
         write(os.path.join(out, leaf + ".key"), keypem(k))
-        leaves[leaf] = {"serial": c.serial_number, "mode": mode or "good", "dns": dns,
+        leaves[leaf] = {"serial": format(c.serial_number, "X"), "mode": mode or "good", "dns": dns,
                         "validity": VALIDITY.get(leaf, 3600)}
     with open(stamp, "w") as f:
         json.dump({"port": port, "leaves": leaves}, f, indent=1)

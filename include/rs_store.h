@@ -1,0 +1,32 @@
+/* rs_store.h: the persistent copy of verified responses, so that they
+ * survive graceful and full restarts while the responder is down.
+ *
+ * One file per certificate, "<id hex>.der", written atomically (temporary
+ * file, then rename) with mode 0600. What is read back is only bytes: the
+ * caller validates it exactly like a fetched response (the disk is not
+ * trusted more than the network). No httpd types.
+ */
+#ifndef RS_STORE_H
+#define RS_STORE_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include "rs_ocsp.h"
+
+/* Create the directory (0700) if needed. */
+apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p);
+
+apr_status_t rs_store_save(const char *dir, const unsigned char *id, const unsigned char *der,
+                           apr_size_t len, apr_pool_t *p);
+
+/* APR_ENOENT if there is none; APR_EINVAL if larger than RS_MAX_RESPONSE_LEN. */
+apr_status_t rs_store_load(const char *dir, const unsigned char *id, apr_pool_t *p,
+                           unsigned char **pder, apr_size_t *plen);
+
+apr_status_t rs_store_remove(const char *dir, const unsigned char *id, apr_pool_t *p);
+
+/* The ids of all response files (unsigned char[RS_ID_LEN] each); leftover
+ * temporary files of interrupted writes are removed on the way. */
+apr_status_t rs_store_list(const char *dir, apr_pool_t *p, apr_array_header_t **pids);
+
+#endif

@@ -1,0 +1,257 @@
+/* mod_resilient_stapling_cache.c: the shared cache (an ap_socache provider)
+ * and the persistent store behind it.
+ *
+ * The cache holds, per certificate, the verified DER response and its
+ * scheduling state (rs_record.h), plus a generation counter bumped whenever a
+ * response changes. Callers of the record functions hold the global mutex.
+ * At startup the store is read back into the fresh cache, each file
+ * validated like a fetched response, before any child starts.
+ */
+#include <errno.h>
+#include <unistd.h>
+
+#include <apr_strings.h>
+#include <httpd.h>
+#include <http_config.h>
+#include <http_log.h>
+#include <ap_provider.h>
+#include <unixd.h>
+
+#include "mod_resilient_stapling.h"
+#include "rs_record.h"
+#include "rs_store.h"
+
+APLOG_USE_MODULE(resilient_stapling);
+
+/* Kept in the cache well past any response's lifetime; rewritten on every attempt. */
+#define STATE_TTL apr_time_from_sec(7 * 86400)
+/* Shared cache bytes per certificate: a response with a delegated signer
+ * chain (up to ~4 KiB) plus its state record, with room for shmcb's
+ * index and its cyclic buffer. */
+#define CACHE_BYTES_PER_CERT (12 * 1024)
+#define CACHE_BYTES_BASE (128 * 1024)
+
+static apr_status_t cache_destroy(void *data)
+{
+    rs_registry_t *reg = data;
+    if (reg->cache_inst) {
+        reg->cache->destroy(reg->cache_inst, reg->s);
+        reg->cache_inst = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
+                    apr_pool_t *ptemp, server_rec *s)
+{
+    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
+    const char *args = g->cache_args;
+    struct ap_socache_hints hints;
+    const char *err;
+    apr_status_t rv;
+
+    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                    AP_SOCACHE_PROVIDER_VERSION);
+    if (!reg->cache) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
+                     "(LoadModule socache_%s_module?)", name, name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!g->cache_provider) {
+        apr_size_t size = CACHE_BYTES_BASE
+                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
+        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
+                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
+    }
+    reg->cache_desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
+    err = reg->cache->create(&reg->cache_inst, args, ptemp, pconf);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0002: ResilientStaplingCache %s: %s", reg->cache_desc, err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.avg_id_len = RS_KEY_LEN;
+    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB, state records 250 bytes */
+    hints.expiry_interval = apr_time_from_sec(3600);
+    rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache",
+                     reg->cache_desc);
+        reg->cache_inst = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
+    return OK;
+}
+
+int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
+                       apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
+    unsigned int len = sizeof(buf);
+    rs_record_key(key, RS_KEY_STATE, e->cert->id);
+    if (reg->cache->retrieve(reg->cache_inst, s, key, RS_KEY_LEN, buf, &len, p) != APR_SUCCESS
+        || rs_state_decode(st, buf, len) != APR_SUCCESS) {
+        rs_state_init(st);
+        return 0;
+    }
+    return 1;
+}
+
+apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                                const rs_state_t *st, apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
+    rs_record_key(key, RS_KEY_STATE, e->cert->id);
+    rs_state_encode(st, buf);
+    return reg->cache->store(reg->cache_inst, s, key, RS_KEY_LEN, apr_time_now() + STATE_TTL,
+                             buf, sizeof(buf), p);
+}
+
+apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                               unsigned char *buf, apr_size_t cap, apr_size_t *plen,
+                               apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN];
+    unsigned int len = (unsigned int)cap;
+    apr_status_t rv;
+    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
+    rv = reg->cache->retrieve(reg->cache_inst, s, key, RS_KEY_LEN, buf, &len, p);
+    *plen = len;
+    return rv;
+}
+
+apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                               const unsigned char *der, apr_size_t len, apr_time_t next_update,
+                               apr_pool_t *p)
+{
+    unsigned char key[RS_KEY_LEN];
+    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
+    /* the cache drops it at nextUpdate: an expired response is worth nothing */
+    return reg->cache->store(reg->cache_inst, s, key, RS_KEY_LEN, next_update,
+                             (unsigned char *)der, (unsigned int)len, p);
+}
+
+apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+{
+    unsigned char buf[RS_GENERATION_WIRE_LEN];
+    unsigned int len = sizeof(buf);
+    if (reg->cache->retrieve(reg->cache_inst, s, (const unsigned char *)RS_GENERATION_KEY,
+                             sizeof(RS_GENERATION_KEY) - 1, buf, &len, p) != APR_SUCCESS
+        || len != sizeof(buf))
+        return 0;
+    return rs_u64_decode(buf);
+}
+
+void rs_cache_generation_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+{
+    unsigned char buf[RS_GENERATION_WIRE_LEN];
+    rs_u64_encode(rs_cache_generation(reg, s, p) + 1, buf);
+    reg->cache->store(reg->cache_inst, s, (const unsigned char *)RS_GENERATION_KEY,
+                      sizeof(RS_GENERATION_KEY) - 1, apr_time_now() + STATE_TTL, buf,
+                      sizeof(buf), p);
+}
+
+/* --- the persistent store --- */
+
+/* Restore one certificate's response from disk into the cache. */
+static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_time_t now,
+                        apr_pool_t *p)
+{
+    unsigned char *der;
+    apr_size_t len;
+    rs_ocsp_result_t res;
+    rs_state_t st;
+    apr_status_t rv = rs_store_load(reg->store_dir, e->cert->id, p, &der, &len);
+
+    if (rv == APR_ENOENT)
+        return;
+    if (rv == APR_SUCCESS)
+        rs_ocsp_check(e->cert, der, len, now, reg->skew, &res);
+    if (rv != APR_SUCCESS || !rs_verdict_is_valid(res.verdict)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "RS0302: stored response for %s in %s is not usable (%s), removed",
+                     e->cert->subject, reg->store_dir,
+                     rv != APR_SUCCESS ? "unreadable or too large"
+                                       : apr_pstrcat(p, rs_verdict_name(res.verdict), ": ",
+                                                     res.detail, NULL));
+        rs_store_remove(reg->store_dir, e->cert->id, p);
+        return;
+    }
+    if (rs_cache_resp_put(reg, s, e, der, len, res.next_update, p) != APR_SUCCESS)
+        return;
+    rs_state_init(&st);
+    st.resp_this_update = res.this_update;
+    st.resp_next_update = res.next_update;
+    /* renewal as if fetched now: an overdue one is fetched right after start */
+    st.next_attempt = rs_sched_renew_at(&reg->sched, res.this_update, res.next_update, 0, 0.0);
+    rs_cache_state_put(reg, s, e, &st, p);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                 "RS0301: restored the %s response for %s from %s (valid until %s)",
+                 rs_verdict_name(res.verdict), e->cert->subject, reg->store_dir,
+                 ap_ht_time(p, res.next_update, "%Y-%m-%d %H:%M:%S UTC", 1));
+}
+
+/* Files of certificates no longer configured are removed: a replaced
+ * certificate leaves nothing behind. */
+static void collect_garbage(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+{
+    apr_array_header_t *ids;
+    int i;
+    if (rs_store_list(reg->store_dir, p, &ids) != APR_SUCCESS)
+        return;
+    for (i = 0; i < ids->nelts; i++) {
+        const unsigned char *id = (const unsigned char *)ids->elts + i * RS_ID_LEN;
+        char hex[2 * RS_ID_LEN + 1];
+        if (apr_hash_get(reg->by_id, id, RS_ID_LEN))
+            continue;
+        rs_store_remove(reg->store_dir, id, p);
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "RS0304: removed the stored response of certificate %s, which is no "
+                     "longer configured", rs_id_hex(id, hex));
+    }
+}
+
+int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
+{
+    apr_status_t rv;
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (!reg->store_dir)
+        return OK;
+    if ((rv = rs_store_prepare(reg->store_dir, ptemp)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0305: ResilientStaplingStore: cannot create %s", reg->store_dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* the children write it: it belongs to the user they run as */
+    if (geteuid() == 0
+        && chown(reg->store_dir, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, errno, s,
+                     "RS0306: ResilientStaplingStore: cannot give %s to the server's User",
+                     reg->store_dir);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    for (i = 0; i < reg->entries->nelts; i++)
+        restore_one(reg, s, APR_ARRAY_IDX(reg->entries, i, rs_entry_t *), now, ptemp);
+    collect_garbage(reg, s, ptemp);
+    return OK;
+}
+
+void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                    const unsigned char *der, apr_size_t len, apr_pool_t *p)
+{
+    apr_status_t rv;
+    if (!reg->store_dir)
+        return;
+    rv = rs_store_save(reg->store_dir, e->cert->id, der, len, p);
+    if (rv != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "RS0303: cannot write the response for %s to %s; it is served from "
+                     "memory, but will not survive a restart", e->cert->subject,
+                     reg->store_dir);
+}

@@ -1,0 +1,127 @@
+/* rs_store.c: see rs_store.h. */
+#include <string.h>
+
+#include <apr_file_io.h>
+#include <apr_file_info.h>
+#include <apr_strings.h>
+
+#include "rs_store.h"
+
+#define SUFFIX ".der"
+#define TMP_MARK ".tmp."
+
+static const char *path_of(const char *dir, const unsigned char *id, apr_pool_t *p)
+{
+    char hex[2 * RS_ID_LEN + 1];
+    return apr_pstrcat(p, dir, "/", rs_id_hex(id, hex), SUFFIX, NULL);
+}
+
+apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p)
+{
+    return apr_dir_make_recursive(dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE,
+                                  p);
+}
+
+apr_status_t rs_store_save(const char *dir, const unsigned char *id, const unsigned char *der,
+                           apr_size_t len, apr_pool_t *p)
+{
+    const char *final = path_of(dir, id, p);
+    char *tmp = apr_pstrcat(p, final, TMP_MARK "XXXXXX", NULL);
+    apr_file_t *f;
+    apr_size_t written;
+    apr_status_t rv;
+
+    /* mkstemp semantics: a unique name, so two writers never share a file */
+    rv = apr_file_mktemp(&f, tmp, APR_FOPEN_CREATE | APR_FOPEN_WRITE | APR_FOPEN_EXCL, p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    rv = apr_file_perms_set(tmp, APR_FPROT_UREAD | APR_FPROT_UWRITE);
+    if (rv == APR_SUCCESS || rv == APR_ENOTIMPL)
+        rv = apr_file_write_full(f, der, len, &written);
+    if (rv == APR_SUCCESS)
+        rv = apr_file_sync(f); /* the rename must not expose an empty file after a crash */
+    apr_file_close(f);
+    if (rv == APR_SUCCESS)
+        rv = apr_file_rename(tmp, final, p);
+    if (rv != APR_SUCCESS)
+        apr_file_remove(tmp, p);
+    return rv;
+}
+
+apr_status_t rs_store_load(const char *dir, const unsigned char *id, apr_pool_t *p,
+                           unsigned char **pder, apr_size_t *plen)
+{
+    const char *path = path_of(dir, id, p);
+    apr_finfo_t fi;
+    apr_file_t *f;
+    apr_size_t n;
+    apr_status_t rv;
+
+    *pder = NULL;
+    *plen = 0;
+    rv = apr_stat(&fi, path, APR_FINFO_SIZE | APR_FINFO_TYPE, p);
+    if (APR_STATUS_IS_ENOENT(rv))
+        return APR_ENOENT;
+    if (rv != APR_SUCCESS)
+        return rv;
+    if (fi.filetype != APR_REG || fi.size <= 0 || fi.size > RS_MAX_RESPONSE_LEN)
+        return APR_EINVAL;
+    if ((rv = apr_file_open(&f, path, APR_FOPEN_READ, 0, p)) != APR_SUCCESS)
+        return rv;
+    n = (apr_size_t)fi.size;
+    *pder = apr_palloc(p, n);
+    rv = apr_file_read_full(f, *pder, n, plen);
+    apr_file_close(f);
+    return rv;
+}
+
+apr_status_t rs_store_remove(const char *dir, const unsigned char *id, apr_pool_t *p)
+{
+    return apr_file_remove(path_of(dir, id, p), p);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int parse_name(const char *name, unsigned char *id)
+{
+    int i;
+    if (strlen(name) != 2 * RS_ID_LEN + sizeof(SUFFIX) - 1
+        || strcmp(name + 2 * RS_ID_LEN, SUFFIX) != 0)
+        return 0;
+    for (i = 0; i < RS_ID_LEN; i++) {
+        int hi = hexval(name[2 * i]), lo = hexval(name[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return 0;
+        id[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 1;
+}
+
+apr_status_t rs_store_list(const char *dir, apr_pool_t *p, apr_array_header_t **pids)
+{
+    apr_dir_t *d;
+    apr_finfo_t fi;
+    apr_status_t rv;
+
+    *pids = apr_array_make(p, 16, RS_ID_LEN);
+    if ((rv = apr_dir_open(&d, dir, p)) != APR_SUCCESS)
+        return rv;
+    while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, d) == APR_SUCCESS) {
+        unsigned char id[RS_ID_LEN];
+        if (fi.filetype != APR_REG)
+            continue;
+        if (strstr(fi.name, TMP_MARK))
+            apr_file_remove(apr_pstrcat(p, dir, "/", fi.name, NULL), p);
+        else if (parse_name(fi.name, id))
+            memcpy(apr_array_push(*pids), id, RS_ID_LEN);
+    }
+    apr_dir_close(d);
+    return APR_SUCCESS;
+}
