@@ -54,6 +54,7 @@ typedef struct {
     rs_cert_t *cert;
     char id_hex[2 * RS_ID_LEN + 1];
     const char *url;                 /* ForceURL or the certificate's AIA */
+    apr_uint32_t responder;          /* rs_responder_key(url): fetch slots per responder */
     const char *vhosts;              /* names of the vhosts that use it */
     unsigned char *req_der;          /* OCSP request, built once */
     apr_size_t req_len;
@@ -98,6 +99,9 @@ apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry
 apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                                const unsigned char *der, apr_size_t len, apr_time_t next_update,
                                apr_pool_t *p);
+void rs_cache_slots_get(rs_registry_t *reg, server_rec *s, rs_slots_t *slots, apr_pool_t *p);
+void rs_cache_slots_put(rs_registry_t *reg, server_rec *s, const rs_slots_t *slots,
+                        apr_pool_t *p);
 apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
 void rs_cache_generation_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
 

@@ -65,6 +65,34 @@ apr_time_t rs_sched_renew_at(const rs_sched_conf_t *conf, apr_time_t this_update
 apr_time_t rs_sched_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
                              unsigned failures, double jitter);
 
+/* Fetches in flight across the whole server (all children; a fleet with a
+ * shared cache): a table of slots, each held until a fetch ends or its
+ * lease expires (a child that died mid-fetch does not leak its slot). */
+#define RS_MAX_SLOTS 256
+
+typedef struct {
+    apr_time_t until;        /* 0 or past: free */
+    apr_uint64_t owner;
+    apr_uint32_t responder;  /* rs_responder_key() of the URL fetched */
+} rs_slot_t;
+
+typedef struct {
+    rs_slot_t slot[RS_MAX_SLOTS];
+} rs_slots_t;
+
+/* Take a slot for a fetch from this responder: its index, or
+ * RS_SLOTS_FULL if max slots are busy, or RS_SLOTS_RESPONDER_FULL if this
+ * responder already holds half of them (at least one), so that a hanging
+ * responder cannot hold up fetches from the others. */
+#define RS_SLOTS_FULL (-1)
+#define RS_SLOTS_RESPONDER_FULL (-2)
+int rs_slots_take(rs_slots_t *slots, int max, apr_uint32_t responder, apr_uint64_t owner,
+                  apr_time_t now, apr_time_t until);
+void rs_slots_release(rs_slots_t *slots, int index, apr_uint64_t owner);
+
+/* Which responder a URL goes to (scheme, host and port), as a small key. */
+apr_uint32_t rs_responder_key(const char *url);
+
 /* Never replace good with bad, nor newer with older (DESIGN.md rule 4):
  * may a verified candidate replace what is stored? */
 int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,

@@ -104,6 +104,7 @@ static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_
     e->cert = cert;
     rs_id_hex(cert->id, e->id_hex);
     e->url = sc->force_url ? sc->force_url : cert->aia_url;
+    e->responder = rs_responder_key(e->url);
     e->vhosts = vhost_name(s);
     if (rs_ocsp_request_der(cert, registry->pool, &e->req_der, &e->req_len) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,

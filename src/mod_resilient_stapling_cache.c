@@ -135,6 +135,26 @@ apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry
                              (unsigned char *)der, (unsigned int)len, p);
 }
 
+void rs_cache_slots_get(rs_registry_t *reg, server_rec *s, rs_slots_t *slots, apr_pool_t *p)
+{
+    unsigned char *buf = apr_palloc(p, RS_SLOTS_WIRE_LEN(RS_MAX_SLOTS));
+    unsigned int len = RS_SLOTS_WIRE_LEN(RS_MAX_SLOTS);
+    if (reg->cache->retrieve(reg->cache_inst, s, (const unsigned char *)RS_SLOTS_KEY,
+                             sizeof(RS_SLOTS_KEY) - 1, buf, &len, p) != APR_SUCCESS)
+        len = 0;
+    rs_slots_decode(slots, buf, len);
+}
+
+void rs_cache_slots_put(rs_registry_t *reg, server_rec *s, const rs_slots_t *slots,
+                        apr_pool_t *p)
+{
+    unsigned int len = RS_SLOTS_WIRE_LEN(reg->max_fetches);
+    unsigned char *buf = apr_palloc(p, len);
+    rs_slots_encode(slots, reg->max_fetches, buf);
+    reg->cache->store(reg->cache_inst, s, (const unsigned char *)RS_SLOTS_KEY,
+                      sizeof(RS_SLOTS_KEY) - 1, apr_time_now() + STATE_TTL, buf, len, p);
+}
+
 apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
 {
     unsigned char buf[RS_GENERATION_WIRE_LEN];

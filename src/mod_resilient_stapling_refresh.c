@@ -22,6 +22,8 @@
 
 APLOG_USE_MODULE(resilient_stapling);
 
+/* How soon to ask again for a fetch slot when all are busy. */
+#define SLOT_RETRY apr_time_from_msec(100)
 /* How stale a child's view of responses fetched by other children may get;
  * shorter while a certificate has nothing to staple (right after start),
  * since a handshake landing on this child would go unstapled. A sync that
@@ -38,6 +40,7 @@ typedef struct refresher_t refresher_t;
 typedef struct {
     refresher_t *r;
     rs_entry_t *e;
+    int slot;                 /* the server-wide fetch slot it holds */
 } task_t;
 
 struct refresher_t {
@@ -55,6 +58,7 @@ struct refresher_t {
     apr_uint64_t seen_generation;
     int synced;
     apr_time_t next_audit;
+    apr_time_t slots_busy_until; /* all fetch slots were busy: no timed wake before */
 };
 
 /* A response another child stored, copied out under the mutex. */
@@ -257,6 +261,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
     int newest = 0, shared = 0;
+    rs_slots_t slots;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
@@ -301,6 +306,9 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                          jitter());
     }
     rs_cache_state_put(r->reg, r->s, e, &st, p);
+    rs_cache_slots_get(r->reg, r->s, &slots, p);
+    rs_slots_release(&slots, t->slot, r->owner);
+    rs_cache_slots_put(r->reg, r->s, &slots, p);
     apr_global_mutex_unlock(r->reg->mutex);
     next_attempt = st.next_attempt;
 
@@ -342,7 +350,8 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
     for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         rs_state_t st;
-        int claimed, skip;
+        rs_slots_t slots;
+        int claimed, skip, slot = RS_SLOTS_FULL;
         task_t *t;
 
         apr_thread_mutex_lock(r->lock);
@@ -354,10 +363,31 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             return;
         rs_cache_state_get(r->reg, r->s, e, &st, p);
         claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched);
-        if (claimed)
-            rs_cache_state_put(r->reg, r->s, e, &st, p);
+        if (claimed) {
+            /* due and free: now it needs one of the server's fetch slots */
+            rs_cache_slots_get(r->reg, r->s, &slots, p);
+            slot = rs_slots_take(&slots, r->reg->max_fetches, e->responder, r->owner, now,
+                                 st.lease_until);
+            if (slot >= 0) {
+                rs_cache_slots_put(r->reg, r->s, &slots, p);
+                rs_cache_state_put(r->reg, r->s, e, &st, p);
+            }
+        }
         apr_global_mutex_unlock(r->reg->mutex);
 
+        if (claimed && slot == RS_SLOTS_FULL) {
+            /* nothing can start before a fetch ends (a local one wakes us) or
+             * a slot's lease expires: stop here, look again shortly */
+            r->slots_busy_until = now + SLOT_RETRY;
+            return;
+        }
+        if (claimed && slot == RS_SLOTS_RESPONDER_FULL) {
+            /* this responder has its share; the others may go on */
+            apr_thread_mutex_lock(r->lock);
+            e->local_next = now + SLOT_RETRY;
+            apr_thread_mutex_unlock(r->lock);
+            continue;
+        }
         apr_thread_mutex_lock(r->lock);
         if (!claimed) {
             /* someone else is on it, or it is not due: look again then */
@@ -366,6 +396,7 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             continue;
         }
         t = &r->tasks[i];
+        t->slot = slot;
         e->in_flight = 1;
         e->local_next = st.lease_until;
         apr_thread_mutex_unlock(r->lock);
@@ -424,7 +455,7 @@ static apr_time_t next_wakeup(refresher_t *r, apr_time_t now)
         if (next_update <= now && now + SYNC_INTERVAL_EMPTY < wake)
             wake = now + SYNC_INTERVAL_EMPTY;
     }
-    return wake;
+    return wake < r->slots_busy_until ? r->slots_busy_until : wake;
 }
 
 static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)

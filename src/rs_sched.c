@@ -1,5 +1,6 @@
 /* rs_sched.c: scheduling rules for fetches (see rs_sched.h). */
 #include <string.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 #include "rs_sched.h"
@@ -107,4 +108,53 @@ void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
     apr_cpystrn(st->last_error, reason ? reason : rs_verdict_name(verdict),
                 sizeof(st->last_error));
     st->next_attempt = rs_sched_retry_at(conf, now, st->failures, jitter);
+}
+
+int rs_slots_take(rs_slots_t *slots, int max, apr_uint32_t responder, apr_uint64_t owner,
+                  apr_time_t now, apr_time_t until)
+{
+    int i, busy_same = 0, free_index = -1;
+    int per_responder = max / 2 > 0 ? max / 2 : 1;
+
+    if (max > RS_MAX_SLOTS)
+        max = RS_MAX_SLOTS;
+    for (i = 0; i < max; i++) {
+        if (slots->slot[i].until > now) {
+            if (slots->slot[i].responder == responder)
+                busy_same++;
+        }
+        else if (free_index < 0) {
+            free_index = i;
+        }
+    }
+    if (free_index < 0)
+        return RS_SLOTS_FULL;
+    if (busy_same >= per_responder)
+        return RS_SLOTS_RESPONDER_FULL;
+    slots->slot[free_index].until = until;
+    slots->slot[free_index].owner = owner;
+    slots->slot[free_index].responder = responder;
+    return free_index;
+}
+
+void rs_slots_release(rs_slots_t *slots, int index, apr_uint64_t owner)
+{
+    /* only our own: an expired slot may have been taken by another fetch */
+    if (index >= 0 && index < RS_MAX_SLOTS && slots->slot[index].owner == owner)
+        memset(&slots->slot[index], 0, sizeof(slots->slot[index]));
+}
+
+apr_uint32_t rs_responder_key(const char *url)
+{
+    /* FNV-1a over "scheme://host:port", case-insensitive */
+    apr_uint32_t h = 2166136261u;
+    const char *p = strstr(url, "://");
+    const char *end = p ? strchr(p + 3, '/') : NULL;
+    size_t len = end ? (size_t)(end - url) : strlen(url);
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= (unsigned char)apr_tolower(url[i]);
+        h *= 16777619u;
+    }
+    return h;
 }

@@ -2,7 +2,7 @@
 """The project's test OCSP responder: answers for the leaves of t/pki/mkpki.py,
 each in a mode switchable at run time, and logs every request.
 
-usage: ocsp_responder.py PKIDIR PORT
+usage: ocsp_responder.py PKIDIR PORT   (also listens on PORT+3 for the second CA)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
   GET  /_ctl/set?name=L&mode=M[&validity=S]   switch a leaf (name=* for all)
   GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
@@ -17,6 +17,7 @@ Listens on 127.0.0.1 only.
 import datetime
 import json
 import os
+import select
 import socket
 import sys
 import threading
@@ -46,6 +47,7 @@ with open(os.path.join(PKI, "leaves.json")) as f:
     META = json.load(f)["leaves"]
 CA, CA_KEY = load_cert("ca"), load_key("ca")
 SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
+CA2, SIGNER2, SIGNER2_KEY = load_cert("ca2"), load_cert("signer2"), load_key("signer2")
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
 STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600)} for n, m in META.items()}
@@ -59,11 +61,19 @@ UNSUCCESSFUL = {
 HANG_RELEASE = threading.Event()
 
 
+def mode_of(leaf):
+    with LOCK:
+        return STATE[leaf]["mode"]
+
+
 def build(leaf, mode, validity):
     now = datetime.datetime.utcnow().replace(microsecond=0)
     this, nxt = now, now + datetime.timedelta(seconds=validity)
     status, rev_time, rev_reason = ocsp.OCSPCertStatus.GOOD, None, None
     cert, key, signer, certs = CERTS[leaf], SIGNER_KEY, SIGNER, [SIGNER]
+    issuer = CA
+    if META[leaf].get("ca") == "ca2":
+        issuer, key, signer, certs = CA2, SIGNER2_KEY, SIGNER2, [SIGNER2]
     if mode == "revoked":
         status = ocsp.OCSPCertStatus.REVOKED
         rev_time, rev_reason = now - datetime.timedelta(hours=1), x509.ReasonFlags.key_compromise
@@ -82,7 +92,7 @@ def build(leaf, mode, validity):
     elif mode == "badsig":
         key, signer, certs = CA_KEY, CA, []
     b = (ocsp.OCSPResponseBuilder()
-         .add_response(cert=cert, issuer=CA, algorithm=hashes.SHA1(), cert_status=status,
+         .add_response(cert=cert, issuer=issuer, algorithm=hashes.SHA1(), cert_status=status,
                        this_update=this, next_update=nxt, revocation_time=rev_time,
                        revocation_reason=rev_reason)
          .responder_id(ocsp.OCSPResponderEncoding.HASH, signer))
@@ -139,9 +149,16 @@ class Handler(BaseHTTPRequestHandler):
         req_der = self.rfile.read(n) if 0 < n < 65536 else b""
         if leaf not in STATE:
             return self.reply(404, b"unknown leaf", "text/plain")
+        entry = {"t": time.time(), "mode": mode_of(leaf)}
         with LOCK:
             mode, validity = STATE[leaf]["mode"], STATE[leaf]["validity"]
-            LOG[leaf].append({"t": time.time(), "mode": mode})
+            LOG[leaf].append(entry)
+        try:
+            self.answer(leaf, mode, validity, req_der)
+        finally:
+            entry["end"] = time.time()  # lets tests count requests in flight
+
+    def answer(self, leaf, mode, validity, req_der):
         try:
             ocsp.load_der_ocsp_request(req_der)
         except Exception:
@@ -163,7 +180,13 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if mode == "hang":
-            HANG_RELEASE.wait(120)
+            # hold the request until released, or until the client gives up
+            # (so the request log shows how long the client really waited)
+            deadline = time.time() + 120
+            while time.time() < deadline and not HANG_RELEASE.is_set():
+                r, _, _ = select.select([self.connection], [], [], 0.05)
+                if r and not self.connection.recv(1, socket.MSG_PEEK):
+                    break
             self.close_connection = True
             return
         if mode == "slow":
@@ -200,6 +223,9 @@ def update_refused_listener():
 
 def main():
     srv = Server(("127.0.0.1", PORT), Handler)
+    # the second CA's responder: another address, same leaves table
+    srv2 = Server(("127.0.0.1", PORT + 3), Handler)
+    threading.Thread(target=srv2.serve_forever, daemon=True).start()
     update_refused_listener()
     srv.serve_forever()
 

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "rs_sched.h"
@@ -115,6 +116,38 @@ static void test_success_and_failure(void **state)
     assert_int_equal(st.next_attempt, S(50200 + 60)); /* renewal overdue: retry_min */
 }
 
+static void test_slots_bound_and_isolation(void **state)
+{
+    rs_slots_t slots;
+    apr_uint32_t hung = rs_responder_key("http://hung.example/"), ok = rs_responder_key("http://ok.example/");
+    (void)state;
+    memset(&slots, 0, sizeof(slots));
+    /* max 4: the hung responder gets 2, the others still get theirs */
+    assert_int_equal(rs_slots_take(&slots, 4, hung, 1, S(10), S(30)), 0);
+    assert_int_equal(rs_slots_take(&slots, 4, hung, 1, S(10), S(30)), 1);
+    assert_int_equal(rs_slots_take(&slots, 4, hung, 1, S(10), S(30)), RS_SLOTS_RESPONDER_FULL);
+    assert_int_equal(rs_slots_take(&slots, 4, ok, 2, S(10), S(30)), 2);
+    assert_int_equal(rs_slots_take(&slots, 4, ok, 2, S(10), S(30)), 3);
+    assert_int_equal(rs_slots_take(&slots, 4, ok, 2, S(10), S(30)), RS_SLOTS_FULL);
+    /* only the owner releases; an expired slot is free again */
+    rs_slots_release(&slots, 3, 1);
+    assert_int_equal(rs_slots_take(&slots, 4, ok, 2, S(10), S(30)), RS_SLOTS_FULL);
+    rs_slots_release(&slots, 3, 2);
+    assert_int_equal(rs_slots_take(&slots, 4, ok, 2, S(10), S(30)), 3);
+    assert_int_equal(rs_slots_take(&slots, 4, hung, 1, S(31), S(50)), 0);
+    /* max 1: one fetch at a time, whoever asks */
+    memset(&slots, 0, sizeof(slots));
+    assert_int_equal(rs_slots_take(&slots, 1, ok, 2, S(10), S(30)), 0);
+    assert_int_equal(rs_slots_take(&slots, 1, hung, 2, S(10), S(30)), RS_SLOTS_FULL);
+}
+
+static void test_responder_key(void **state)
+{
+    (void)state;
+    assert_true(rs_responder_key("http://r3.o.lencr.org/abc") == rs_responder_key("HTTP://R3.o.lencr.org/xyz"));
+    assert_true(rs_responder_key("http://127.0.0.1:18529/a") != rs_responder_key("http://127.0.0.1:18530/a"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -125,6 +158,8 @@ int main(void)
         cmocka_unit_test(test_replace_rule),
         cmocka_unit_test(test_lease),
         cmocka_unit_test(test_success_and_failure),
+        cmocka_unit_test(test_slots_bound_and_isolation),
+        cmocka_unit_test(test_responder_key),
     };
     return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
 }

@@ -102,7 +102,8 @@ sub handshake {
     my ($leaf, @args) = @_;
     my $port = ssl_port();
     my $t0 = time;
-    my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/ca.crt @args </dev/null 2>&1`;
+    my $ca = $leaf =~ /^ca2-/ ? 'ca2' : 'ca';
+    my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/$ca.crt @args </dev/null 2>&1`;
     my %r = (elapsed => time - $t0, raw => $out);
     $r{ok} = $out =~ /^\s*Verify return code: 0 \(ok\)/m ? 1 : 0;
     $r{stapled} = $out =~ /OCSP Response Status: (\w+)/ ? 1 : 0;

@@ -42,6 +42,10 @@ LEAVES = {
     "dual-rsa": "good",      # ...and an RSA certificate
 }
 RSA = {"dual-rsa"}
+# A second CA with its own responder address (PORT+3): its "hang" leaves
+# must not hold up the first CA's fetches.
+CA2_LEAVES = {"ca2-hang1": "hang", "ca2-hang2": "hang", "ca2-hang3": "hang", "ca2-good": "good"}
+LEAVES.update(CA2_LEAVES)
 for f in FAULTS:
     LEAVES["f-" + f] = f
 # seconds of validity of the responder's answers from the start (default 3600),
@@ -120,9 +124,13 @@ def main():
     signer = issue("RS Test OCSP Signer", signer_key, ca, ca_key, signer_exts())
     rogue_signer = issue("RS Rogue OCSP Signer", rogue_signer_key, rogue, rogue_key,
                          signer_exts())
+    ca2_key, signer2_key = key(), key()
+    ca2 = ca_cert("RS Test CA 2", ca2_key)
+    signer2 = issue("RS Test CA 2 OCSP Signer", signer2_key, ca2, ca2_key, signer_exts())
     for n, c, k in (("ca", ca, ca_key), ("signer", signer, signer_key),
                     ("rogue", rogue, rogue_key), ("rogue-signer", rogue_signer,
-                                                  rogue_signer_key)):
+                                                  rogue_signer_key),
+                    ("ca2", ca2, ca2_key), ("signer2", signer2, signer2_key)):
         write(os.path.join(out, n + ".crt"), pem(c))
         write(os.path.join(out, n + ".key"), keypem(k))
 
@@ -132,7 +140,9 @@ def main():
         exts = [(x509.BasicConstraints(ca=False, path_length=None), True),
                 (x509.SubjectAlternativeName([x509.DNSName(dns)]), False),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]
-        url = "http://127.0.0.1:%d/%s" % (port + 1 if leaf == "f-refused" else port, leaf)
+        in_ca2 = leaf in CA2_LEAVES
+        url = "http://127.0.0.1:%d/%s" % (
+            port + 1 if leaf == "f-refused" else port + 3 if in_ca2 else port, leaf)
         if leaf == "forceurl":
             url = "http://127.0.0.1:9/nowhere"  # discard port: nothing answers
         if mode is not None:
@@ -142,10 +152,10 @@ def main():
         if leaf == "muststaple":
             exts.append((x509.TLSFeature([x509.TLSFeatureType.status_request]), False))
         k = key(leaf in RSA)
-        c = issue(dns, k, ca, ca_key, exts)
+        c = issue(dns, k, ca2 if in_ca2 else ca, ca2_key if in_ca2 else ca_key, exts)
         write(os.path.join(out, leaf + ".crt"), pem(c))
         write(os.path.join(out, leaf + ".key"), keypem(k))
-        leaves[leaf] = {"serial": format(c.serial_number, "X"), "mode": mode or "good", "dns": dns,
+        leaves[leaf] = {"ca": "ca2" if in_ca2 else "ca", "serial": format(c.serial_number, "X"), "mode": mode or "good", "dns": dns,
                         "validity": VALIDITY.get(leaf, 3600)}
     with open(stamp, "w") as f:
         json.dump({"port": port, "leaves": leaves}, f, indent=1)
