@@ -15,6 +15,7 @@ my $T = abs_path(dirname(abs_path(__FILE__)) . '/..');
 my $PKI = "$T/pki/out";
 
 sub responder_port { $ENV{RS_RESPONDER_PORT} || 18529 }
+sub proxy_port { responder_port() + 2 }
 sub ssl_port { $ENV{RS_SSL_PORT} || 18540 }
 sub pki { $PKI }
 
@@ -30,11 +31,21 @@ sub slurp {
     return scalar <$fh>;
 }
 
-# Double fork so Apache::Test's SIGCHLD handler never sees it exit.
 sub start_responder {
     my $pki = shift;
-    my $port = responder_port();
-    die "port $port is already in use: a responder from another run? (set RS_RESPONDER_PORT)\n"
+    return start_helper(responder_port(), '/_ctl/ping', "$T/ocsp_responder.py", $pki,
+                        responder_port());
+}
+
+sub start_proxy {
+    return start_helper(proxy_port(), '/_proxy/log', "$T/http_proxy.py", proxy_port());
+}
+
+# A helper server in Python, double forked so Apache::Test's SIGCHLD handler
+# never sees it exit; returns its pid once it answers on its port.
+sub start_helper {
+    my ($port, $probe, @cmd) = @_;
+    die "port $port is already in use: a helper from another run? (set RS_RESPONDER_PORT)\n"
         if IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 1);
     pipe my $r, my $w or die $!;
     my $pid = fork // die "fork: $!";
@@ -46,28 +57,30 @@ sub start_responder {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$T/responder.log";
         open STDERR, '>&', \*STDOUT;
-        { exec '/usr/bin/python3', "$T/ocsp_responder.py", $pki, $port; }
+        { exec '/usr/bin/python3', @cmd; }
         POSIX::_exit(127);
     }
     close $w;
     chomp(my $gpid = <$r> // '');
     waitpid $pid, 0;
     for (1 .. 100) {
-        return $gpid if eval { ctl_get('/_ctl/ping') eq 'pong' };
+        return $gpid if eval { http_get($port, $probe); 1 };
         sleep 0.1;
     }
-    die "test OCSP responder did not start on 127.0.0.1:$port (see t/responder.log)\n";
+    die "$cmd[0] did not start on 127.0.0.1:$port (see t/responder.log)\n";
 }
 
-sub ctl_get {
-    my $path = shift;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => responder_port(),
-                                  Timeout => 5) or die "responder: $!";
+sub ctl_get { http_get(responder_port(), @_) }
+
+sub http_get {
+    my ($port, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 5) or die "127.0.0.1:$port: $!";
     print $s "GET $path HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
     local $/;
     my $resp = <$s> // '';
     my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-    die "responder: $head\n" unless $head =~ m{^HTTP/1\.\d 200};
+    die "127.0.0.1:$port: $head\n" unless $head =~ m{^HTTP/1\.\d 200};
     return $body;
 }
 
@@ -152,6 +165,9 @@ sub graceful {
     wait_for(sub { my $n = () = error_log() =~ /resuming normal operations/g; $n > $before },
              20, 0.1) or die "no graceful restart seen\n";
 }
+
+# URLs the proxy forwarded
+sub proxied { JSON::PP::decode_json(http_get(proxy_port(), '/_proxy/log')) }
 
 sub wait_for {
     my ($cond, $timeout, $step) = @_;
