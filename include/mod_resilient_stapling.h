@@ -10,6 +10,7 @@
 #include <ap_socache.h>
 #include <apr_global_mutex.h>
 #include <apr_hash.h>
+#include <apr_shm.h>
 
 #include "rs_ocsp.h"
 #include "rs_sched.h"
@@ -51,6 +52,7 @@ extern const command_rec rs_cmds[];
 
 /* One certificate this generation staples. */
 typedef struct {
+    int index;                       /* in the registry, the same in every child */
     rs_cert_t *cert;
     char id_hex[2 * RS_ID_LEN + 1];
     const char *url;                 /* ForceURL or the certificate's AIA */
@@ -63,7 +65,19 @@ typedef struct {
     apr_time_t local_next;           /* when this child next looks at it; refresher lock */
     int in_flight;                   /* a worker is fetching it; refresher lock */
     apr_time_t expiry_seen;          /* nextUpdate last found expired; scheduler thread only */
+    apr_uint32_t seen_version;       /* rs_shared_t.version last synced; scheduler thread only */
 } rs_entry_t;
+
+/* What the children of one server change often: in a small shared memory
+ * segment, not in the cache (shmcb is a cyclic buffer: hot keys there push
+ * other records out). The fetch slots are used under the global mutex; the
+ * counters are atomic so a child can see cheaply whether anything changed. */
+typedef struct {
+    apr_uint32_t generation;         /* bumped with any version */
+    apr_uint32_t version_unused;
+    rs_slots_t slots;
+    apr_uint32_t version[];          /* per entry: bumped when its stored response changes */
+} rs_shared_t;
 
 /* Everything of one configuration generation. Lives in pconf: modules are
  * unloaded on restart, so nothing here outlives it. */
@@ -76,6 +90,8 @@ typedef struct {
     ap_socache_instance_t *cache_inst;
     const char *cache_desc;
     apr_global_mutex_t *mutex;
+    apr_shm_t *shm;
+    rs_shared_t *shared;
     /* the main server's configuration with defaults applied */
     rs_sched_conf_t sched;
     apr_interval_time_t timeout;
@@ -89,6 +105,7 @@ typedef struct {
  * are called with the global mutex held. */
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s);
+int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
 int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
                        apr_pool_t *p);
 apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
@@ -99,11 +116,8 @@ apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry
 apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                                const unsigned char *der, apr_size_t len, apr_time_t next_update,
                                apr_pool_t *p);
-void rs_cache_slots_get(rs_registry_t *reg, server_rec *s, rs_slots_t *slots, apr_pool_t *p);
-void rs_cache_slots_put(rs_registry_t *reg, server_rec *s, const rs_slots_t *slots,
-                        apr_pool_t *p);
-apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
-void rs_cache_generation_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+/* A response of this entry was stored: tell the other children. */
+void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e);
 
 /* ... and the persistent store: read back at startup (parent, before any
  * child), written by the child that fetched (no lock held). */

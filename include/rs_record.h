@@ -15,14 +15,6 @@
 void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN]);
 apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len);
 
-/* The fetch slots of the server: a count, then per slot until, owner, responder. */
-#define RS_SLOTS_KEY "rs-slots-v1"
-#define RS_SLOTS_WIRE_LEN(n) (4 + 2 + (n) * (8 + 8 + 4))
-/* Encodes the first n slots into out (RS_SLOTS_WIRE_LEN(n) bytes). */
-void rs_slots_encode(const rs_slots_t *slots, int n, unsigned char *out);
-/* Absent, foreign or truncated records decode as all slots free. */
-void rs_slots_decode(rs_slots_t *slots, const unsigned char *in, apr_size_t len);
-
 /* Cache keys: the certificate id followed by a one-letter kind. The id comes
  * first because shmcb picks its subcache from the first key byte (made for
  * random session ids): a common prefix would put every record of a kind in
@@ -32,10 +24,6 @@ void rs_slots_decode(rs_slots_t *slots, const unsigned char *in, apr_size_t len)
 #define RS_KEY_STATE 'S'
 void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id);
 
-/* The generation counter: bumped whenever a response is stored, so children
- * re-read the cache only when something changed. */
-#define RS_GENERATION_KEY "rs-generation-v1"
-#define RS_GENERATION_WIRE_LEN 8
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8]);
 apr_uint64_t rs_u64_decode(const unsigned char in[8]);
 

@@ -113,6 +113,7 @@ static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_
         return DECLINED;
     }
     apr_hash_set(registry->by_id, cert->id, RS_ID_LEN, e);
+    e->index = registry->entries->nelts;
     APR_ARRAY_PUSH(registry->entries, rs_entry_t *) = e;
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
                  "RS0106: stapling %s (serial %s, id %s) for %s from %s%s",
@@ -156,7 +157,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     resolve_conf(registry, srv_conf(s));
     if (registry->entries->nelts == 0) {
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
-                     "RS0004: no certificates to staple in this configuration");
+                     "RS0010: no certificates to staple in this configuration");
         return OK;
     }
     if ((rc = rs_cache_create(registry, srv_conf(s), pconf, ptemp, s)) != OK)
@@ -167,6 +168,8 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      "RS0005: cannot create the %s mutex", RS_MUTEX_TYPE);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    if ((rc = rs_shared_create(registry, pconf, s)) != OK)
+        return rc;
     /* before any child: the first handshake after a restart finds them */
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
         return rc;

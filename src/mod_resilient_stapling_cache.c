@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <httpd.h>
 #include <http_config.h>
@@ -135,44 +136,26 @@ apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry
                              (unsigned char *)der, (unsigned int)len, p);
 }
 
-void rs_cache_slots_get(rs_registry_t *reg, server_rec *s, rs_slots_t *slots, apr_pool_t *p)
+void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e)
 {
-    unsigned char *buf = apr_palloc(p, RS_SLOTS_WIRE_LEN(RS_MAX_SLOTS));
-    unsigned int len = RS_SLOTS_WIRE_LEN(RS_MAX_SLOTS);
-    if (reg->cache->retrieve(reg->cache_inst, s, (const unsigned char *)RS_SLOTS_KEY,
-                             sizeof(RS_SLOTS_KEY) - 1, buf, &len, p) != APR_SUCCESS)
-        len = 0;
-    rs_slots_decode(slots, buf, len);
+    apr_atomic_inc32(&reg->shared->version[e->index]);
+    apr_atomic_inc32(&reg->shared->generation);
 }
 
-void rs_cache_slots_put(rs_registry_t *reg, server_rec *s, const rs_slots_t *slots,
-                        apr_pool_t *p)
+int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s)
 {
-    unsigned int len = RS_SLOTS_WIRE_LEN(reg->max_fetches);
-    unsigned char *buf = apr_palloc(p, len);
-    rs_slots_encode(slots, reg->max_fetches, buf);
-    reg->cache->store(reg->cache_inst, s, (const unsigned char *)RS_SLOTS_KEY,
-                      sizeof(RS_SLOTS_KEY) - 1, apr_time_now() + STATE_TTL, buf, len, p);
-}
-
-apr_uint64_t rs_cache_generation(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
-{
-    unsigned char buf[RS_GENERATION_WIRE_LEN];
-    unsigned int len = sizeof(buf);
-    if (reg->cache->retrieve(reg->cache_inst, s, (const unsigned char *)RS_GENERATION_KEY,
-                             sizeof(RS_GENERATION_KEY) - 1, buf, &len, p) != APR_SUCCESS
-        || len != sizeof(buf))
-        return 0;
-    return rs_u64_decode(buf);
-}
-
-void rs_cache_generation_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
-{
-    unsigned char buf[RS_GENERATION_WIRE_LEN];
-    rs_u64_encode(rs_cache_generation(reg, s, p) + 1, buf);
-    reg->cache->store(reg->cache_inst, s, (const unsigned char *)RS_GENERATION_KEY,
-                      sizeof(RS_GENERATION_KEY) - 1, apr_time_now() + STATE_TTL, buf,
-                      sizeof(buf), p);
+    apr_size_t size = sizeof(rs_shared_t)
+                      + sizeof(apr_uint32_t) * (apr_size_t)reg->entries->nelts;
+    /* anonymous: inherited by the children of this generation only */
+    apr_status_t rv = apr_shm_create(&reg->shm, size, NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0004: cannot create %" APR_SIZE_T_FMT " bytes of shared memory", size);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    reg->shared = apr_shm_baseaddr_get(reg->shm);
+    memset(reg->shared, 0, size);
+    return OK;
 }
 
 /* --- the persistent store --- */
@@ -209,6 +192,7 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
     /* renewal as if fetched now: an overdue one is fetched right after start */
     st.next_attempt = rs_sched_renew_at(&reg->sched, res.this_update, res.next_update, 0, 0.0);
     rs_cache_state_put(reg, s, e, &st, p);
+    rs_cache_changed(reg, e);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                  "RS0301: restored the %s response for %s from %s (valid until %s)",
                  rs_verdict_name(res.verdict), e->cert->subject, reg->store_dir,

@@ -22,8 +22,10 @@
 
 APLOG_USE_MODULE(resilient_stapling);
 
-/* How soon to ask again for a fetch slot when all are busy. */
+/* How soon to ask again for a fetch slot when all are busy (a fetch ending
+ * in this child wakes the scheduler at once). */
 #define SLOT_RETRY apr_time_from_msec(100)
+#define MAX_FULL_RESPONDERS 16
 /* How stale a child's view of responses fetched by other children may get;
  * shorter while a certificate has nothing to staple (right after start),
  * since a handshake landing on this child would go unstapled. A sync that
@@ -55,7 +57,7 @@ struct refresher_t {
     unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
     apr_uint32_t stopping;    /* atomic */
     apr_uint64_t owner;       /* this child's lease token */
-    apr_uint64_t seen_generation;
+    apr_uint32_t seen_generation;
     int synced;
     apr_time_t next_audit;
     apr_time_t slots_busy_until; /* all fetch slots were busy: no timed wake before */
@@ -147,7 +149,7 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_s
         st->resp_next_update = next_update;
     }
     rs_cache_state_put(r->reg, r->s, e, st, p);
-    rs_cache_generation_bump(r->reg, r->s, p);
+    rs_cache_changed(r->reg, e);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
                  "RS0222: the shared cache %s had lost the %s for %s; put back the one "
                  "valid until %s (a larger cache avoids this)", r->reg->cache_desc,
@@ -155,31 +157,37 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_s
                  fmt_time(p, next_update));
 }
 
-/* Pick up what other children stored; only when the generation moved, or
- * when an audit is due. */
+/* Pick up what other children stored. Which certificates changed is read
+ * from shared memory without any lock; the cache is read (under the mutex,
+ * one certificate at a time) only for those, and for all of them during an
+ * audit. */
 static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     apr_array_header_t *entries = r->reg->entries;
     apr_array_header_t *fresh = apr_array_make(p, 4, sizeof(pickup_t));
-    apr_uint64_t gen;
+    apr_uint32_t gen = apr_atomic_read32(&r->reg->shared->generation);
     int i, audit = now >= r->next_audit;
 
-    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+    if (r->synced && gen == r->seen_generation && !audit)
         return;
-    gen = rs_cache_generation(r->reg, r->s, p);
-    if (r->synced && gen == r->seen_generation && !audit) {
-        apr_global_mutex_unlock(r->reg->mutex);
-        return;
-    }
     if (audit)
         r->next_audit = now + AUDIT_INTERVAL;
+    /* a change during the scan bumps the generation again: seen next time */
+    r->seen_generation = gen;
+    r->synced = 1;
     for (i = 0; i < entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
+        apr_uint32_t version = apr_atomic_read32(&r->reg->shared->version[e->index]);
         apr_time_t this_update, next_update;
         rs_state_t st;
         apr_size_t len;
-        int have_state = rs_cache_state_get(r->reg, r->s, e, &st, p), in_flight;
+        int have_state, in_flight;
 
+        if (!audit && version == e->seen_version)
+            continue;
+        if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+            return;
+        have_state = rs_cache_state_get(r->reg, r->s, e, &st, p);
         apr_thread_mutex_lock(r->lock);
         in_flight = e->in_flight;
         if (!in_flight && st.next_attempt > e->local_next)
@@ -196,10 +204,9 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
             pk->der = apr_pmemdup(p, r->scratch, len);
             pk->len = len;
         }
+        apr_global_mutex_unlock(r->reg->mutex);
+        e->seen_version = version;
     }
-    r->seen_generation = gen;
-    r->synced = 1;
-    apr_global_mutex_unlock(r->reg->mutex);
 
     /* verification is CPU work: done after the mutex is released */
     for (i = 0; i < fresh->nelts; i++) {
@@ -261,7 +268,6 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
     int newest = 0, shared = 0;
-    rs_slots_t slots;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
@@ -297,7 +303,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
             shared = rs_cache_resp_put(r->reg, r->s, e, body, len, res.next_update, p)
                      == APR_SUCCESS;
             if (shared)
-                rs_cache_generation_bump(r->reg, r->s, p);
+                rs_cache_changed(r->reg, e);
         }
         rs_state_success(&st, now, &res, shared, &r->reg->sched, jitter());
     }
@@ -306,9 +312,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                          jitter());
     }
     rs_cache_state_put(r->reg, r->s, e, &st, p);
-    rs_cache_slots_get(r->reg, r->s, &slots, p);
-    rs_slots_release(&slots, t->slot, r->owner);
-    rs_cache_slots_put(r->reg, r->s, &slots, p);
+    rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);
     next_attempt = st.next_attempt;
 
@@ -345,18 +349,20 @@ done:
 static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     apr_array_header_t *entries = r->reg->entries;
-    int i;
+    apr_uint32_t full[MAX_FULL_RESPONDERS]; /* responders at their share, this pass */
+    int i, k, nfull = 0;
 
     for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         rs_state_t st;
-        rs_slots_t slots;
         int claimed, skip, slot = RS_SLOTS_FULL;
         task_t *t;
 
         apr_thread_mutex_lock(r->lock);
         skip = e->in_flight || e->local_next > now;
         apr_thread_mutex_unlock(r->lock);
+        for (k = 0; !skip && k < nfull; k++)
+            skip = full[k] == e->responder;
         if (skip)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
@@ -365,13 +371,10 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
         claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched);
         if (claimed) {
             /* due and free: now it needs one of the server's fetch slots */
-            rs_cache_slots_get(r->reg, r->s, &slots, p);
-            slot = rs_slots_take(&slots, r->reg->max_fetches, e->responder, r->owner, now,
-                                 st.lease_until);
-            if (slot >= 0) {
-                rs_cache_slots_put(r->reg, r->s, &slots, p);
+            slot = rs_slots_take(&r->reg->shared->slots, r->reg->max_fetches, e->responder,
+                                 r->owner, now, st.lease_until);
+            if (slot >= 0)
                 rs_cache_state_put(r->reg, r->s, e, &st, p);
-            }
         }
         apr_global_mutex_unlock(r->reg->mutex);
 
@@ -382,10 +385,11 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             return;
         }
         if (claimed && slot == RS_SLOTS_RESPONDER_FULL) {
-            /* this responder has its share; the others may go on */
-            apr_thread_mutex_lock(r->lock);
-            e->local_next = now + SLOT_RETRY;
-            apr_thread_mutex_unlock(r->lock);
+            /* this responder has its share; the others may go on. It stays
+             * due: the next fetch that ends (a local one wakes us) frees a slot */
+            if (nfull < MAX_FULL_RESPONDERS)
+                full[nfull++] = e->responder;
+            r->slots_busy_until = now + SLOT_RETRY;
             continue;
         }
         apr_thread_mutex_lock(r->lock);

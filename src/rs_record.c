@@ -4,7 +4,6 @@
 #include "rs_record.h"
 
 static const unsigned char STATE_MAGIC[4] = {'R', 'S', 'S', '1'};
-static const unsigned char SLOTS_MAGIC[4] = {'R', 'S', 'L', '1'};
 
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8])
 {
@@ -113,38 +112,3 @@ void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char
     key[RS_ID_LEN] = (unsigned char)kind;
 }
 
-void rs_slots_encode(const rs_slots_t *slots, int n, unsigned char *out)
-{
-    unsigned char *p = out;
-    int i;
-    memcpy(p, SLOTS_MAGIC, 4);
-    p[4] = (unsigned char)(n & 0xff);
-    p[5] = (unsigned char)(n >> 8);
-    p += 6;
-    for (i = 0; i < n; i++) {
-        p = put64(p, (apr_uint64_t)slots->slot[i].until);
-        p = put64(p, slots->slot[i].owner);
-        p = put32(p, slots->slot[i].responder);
-    }
-}
-
-void rs_slots_decode(rs_slots_t *slots, const unsigned char *in, apr_size_t len)
-{
-    const unsigned char *p = in;
-    size_t n, i;
-    apr_uint64_t v;
-
-    memset(slots, 0, sizeof(*slots));
-    if (len < 6 || memcmp(p, SLOTS_MAGIC, 4) != 0)
-        return;
-    n = (size_t)p[4] | (size_t)p[5] << 8;
-    if (n > RS_MAX_SLOTS || len != RS_SLOTS_WIRE_LEN(n))
-        return;
-    p += 6;
-    for (i = 0; i < n; i++) {
-        p = get64(p, &v);
-        slots->slot[i].until = (apr_time_t)v;
-        p = get64(p, &slots->slot[i].owner);
-        p = get32(p, &slots->slot[i].responder);
-    }
-}

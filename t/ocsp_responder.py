@@ -209,6 +209,8 @@ REFUSED = {"server": None}
 
 def update_refused_listener():
     """f-refused is reached on PORT+1; in mode "refused" nothing listens there."""
+    if "f-refused" not in STATE:
+        return
     want = STATE["f-refused"]["mode"] != "refused"
     srv = REFUSED["server"]
     if want and srv is None:

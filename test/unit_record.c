@@ -97,27 +97,6 @@ static void test_u64(void **state)
     assert_true(rs_u64_decode(b) == 0x1122334455667788ULL);
 }
 
-static void test_slots_roundtrip(void **state)
-{
-    rs_slots_t a, b;
-    unsigned char buf[RS_SLOTS_WIRE_LEN(8)];
-    (void)state;
-    memset(&a, 0, sizeof(a));
-    a.slot[0].until = 123456789;
-    a.slot[0].owner = 42;
-    a.slot[0].responder = 0xdeadbeef;
-    a.slot[7].until = 5;
-    rs_slots_encode(&a, 8, buf);
-    rs_slots_decode(&b, buf, sizeof(buf));
-    assert_memory_equal(&a, &b, sizeof(a));
-    /* truncated or foreign: all free, never garbage */
-    rs_slots_decode(&b, buf, sizeof(buf) - 1);
-    assert_int_equal(b.slot[0].until, 0);
-    buf[0] = 'X';
-    rs_slots_decode(&b, buf, sizeof(buf));
-    assert_int_equal(b.slot[0].until, 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,7 +106,6 @@ int main(void)
         cmocka_unit_test(test_error_text_is_bounded),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_u64),
-        cmocka_unit_test(test_slots_roundtrip),
     };
     return cmocka_run_group_tests_name("rs_record", tests, NULL, NULL);
 }

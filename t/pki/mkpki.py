@@ -3,7 +3,8 @@
 own signer, and one leaf per test scenario whose AIA points at the test
 responder (http://127.0.0.1:PORT/<name>).
 
-usage: mkpki.py OUTDIR PORT
+usage: mkpki.py OUTDIR PORT [N]
+With N, the leaves are s0000 .. s(N-1), all "good" (the scale test).
 Writes <name>.crt/<name>.key per leaf, ca.crt, chain files, and leaves.json
 (name -> serial, initial responder mode). Idempotent for the same port.
 """
@@ -111,6 +112,11 @@ def keypem(k):
 
 def main():
     out, port = sys.argv[1], int(sys.argv[2])
+    if len(sys.argv) > 3:
+        LEAVES.clear()
+        CA2_LEAVES.clear()
+        VALIDITY.clear()
+        LEAVES.update({"s%04d" % i: "good" for i in range(int(sys.argv[3]))})
     stamp = os.path.join(out, "leaves.json")
     if os.path.exists(stamp):
         with open(stamp) as f:

@@ -1,0 +1,137 @@
+# 1,000 certificates (1,000 SNI vhosts, each its own leaf) on a separate
+# httpd: startup completes, every certificate is stapled within 60 s of start
+# with a healthy responder, one responder request per certificate. Startup
+# time and memory with the module on and off are printed for the README.
+# RS_SCALE=N changes the count; RS_SCALE=0 skips.
+use strict;
+use warnings FATAL => 'all';
+use Apache::Test;
+use Apache::TestUtil qw(t_write_file);
+use File::Path qw(make_path remove_tree);
+use lib 't/lib';
+use RSTest;
+use Time::HiRes qw(time sleep);
+
+my $N = $ENV{RS_SCALE} // 1000;
+plan tests => 6, sub { $N > 0 };
+
+my $vars = Apache::Test::vars();
+my $dir = "$vars->{t_dir}/pki/scale";
+my $root = "$vars->{t_logs}/scale";
+my ($rport, $sport) = (18600, 18601);
+remove_tree($root);
+make_path("$root/logs");
+system('/usr/bin/python3', "$vars->{t_dir}/pki/mkpki.py", $dir, $rport, $N) == 0 or die;
+my $responder = RSTest::start_helper($rport, '/_ctl/ping', "$vars->{t_dir}/ocsp_responder.py",
+                                     $dir, $rport);
+my $main_pid = $$;
+END { kill 'TERM', $responder if $responder && $$ == $main_pid; }
+
+my $loads = RSTest::slurp("$vars->{t_dir}/inherit.conf");
+sub write_conf {
+    my $on = shift;
+    my $user = $< == 0 ? "User nobody\nGroup nogroup\n" : '';
+    my $conf = <<"EOC";
+ServerRoot $root
+PidFile $root/logs/httpd.pid
+ErrorLog $root/logs/error_log
+DefaultRuntimeDir $root/logs
+ServerName localhost
+LogLevel warn resilient_stapling:info
+$loads$user
+TypesConfig /dev/null
+StartServers 2
+ServerLimit 2
+MaxRequestWorkers 50
+Listen 127.0.0.1:$sport
+ResilientStapling $on
+ResilientStaplingStore $root/store
+EOC
+    for my $i (0 .. $N - 1) {
+        my $l = sprintf 's%04d', $i;
+        $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
+               . " SSLCertificateFile $dir/$l.crt\n SSLCertificateKeyFile $dir/$l.key\n"
+               . " SSLCertificateChainFile $dir/ca.crt\n</VirtualHost>\n";
+    }
+    t_write_file("$root/httpd.conf", $conf);
+}
+
+# start, return seconds until "resuming normal operations"
+sub start {
+    truncate "$root/logs/error_log", 0 if -f "$root/logs/error_log";
+    my $t0 = time;
+    system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'start') == 0 or die "httpd failed\n";
+    RSTest::wait_for(sub { RSTest::slurp("$root/logs/error_log") =~ /resuming normal operations/ },
+                     120, 0.05) or die "httpd did not come up\n";
+    return (time - $t0, $t0);
+}
+sub stop {
+    system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'stop');
+    RSTest::wait_for(sub { !-f "$root/logs/httpd.pid" }, 30, 0.1);
+    sleep 0.5;
+}
+sub pss_kb {
+    my $pid = RSTest::slurp("$root/logs/httpd.pid");
+    chomp $pid;
+    my @kids = map { /^\s*(\d+)\s+$pid\s*$/ ? $1 : () } `ps -e -o pid=,ppid=`;
+    # PSS: shared pages (the cache segment, copy-on-write configuration)
+    # are divided among the processes that map them, not counted in each
+    my $kb = sub { my $s = eval { RSTest::slurp("/proc/$_[0]/smaps_rollup") } // '';
+                   $s =~ /^Pss:\s+(\d+)/m ? $1 : 0 };
+    my $children = 0;
+    $children += $kb->($_) for @kids;
+    return ($kb->($pid), $children, scalar @kids);
+}
+
+# baseline: the same 1,000 vhosts without the module's work
+write_conf('off');
+my ($start_off) = start();
+sleep 2;
+my @mem_off = pss_kb();
+stop();
+
+write_conf('on');
+my ($start_on, $t0) = start();
+my $log = "$root/logs/error_log";
+my $all = RSTest::wait_for(sub {
+    my $n = () = RSTest::slurp($log) =~ /RS0201: /g;
+    $n >= $N }, 60, 0.25);
+my $fetched_in = time - $t0;
+ok($all);
+sleep 1.5;   # let every child pick up the last ones
+my @mem_on = pss_kb();
+
+my ($stapled, $t_hs) = (0, time);
+for my $i (0 .. $N - 1) {
+    my $l = sprintf 's%04d', $i;
+    my $out = `openssl s_client -connect 127.0.0.1:$sport -servername $l.rs.test -status -CAfile $dir/ca.crt </dev/null 2>&1`;
+    $stapled++ if $out =~ /Cert Status: good/;
+}
+my $hs_time = time - $t_hs;
+ok($stapled == $N) or print "# stapled $stapled of $N\n";
+ok(time - $t0 < 60 + $hs_time);
+
+# one request per certificate; the peak rate the responder saw
+my (@times, $requests);
+for my $i (0 .. $N - 1) {
+    my $r = JSON::PP::decode_json(RSTest::http_get($rport, sprintf('/_ctl/log?name=s%04d', $i)));
+    $requests += @$r;
+    push @times, map { $_->{t} } @$r;
+}
+my %per_sec;
+$per_sec{int $_}++ for @times;
+my ($peak) = sort { $b <=> $a } values %per_sec;
+ok($requests == $N) or print "# $requests requests for $N certificates\n";
+my $cache_line = (RSTest::slurp($log) =~ /(RS0006: .*)/)[0] // '';
+ok($cache_line =~ /stapling $N certificate/);
+ok(RSTest::slurp($log) !~ /RS0204|RS0222|\[resilient_stapling:error\]/);
+stop();
+
+printf "# %d certificates: startup %.2f s with the module, %.2f s without (+%.2f s)\n",
+    $N, $start_on, $start_off, $start_on - $start_off;
+printf "# all %d fetched %.1f s after start; peak %d responder requests/s; %d requests\n",
+    $N, $fetched_in, $peak // 0, $requests;
+printf "# PSS parent %d kB (off %d kB, +%d), %d children %d kB (off %d kB, +%d)\n",
+    $mem_on[0], $mem_off[0], $mem_on[0] - $mem_off[0], $mem_on[2], $mem_on[1], $mem_off[1],
+    $mem_on[1] - $mem_off[1];
+printf "# %d handshakes (openssl s_client) in %.1f s; %s\n", $N, $hs_time, $cache_line;
