@@ -85,6 +85,7 @@ typedef struct {
     apr_pool_t *pool;
     server_rec *s;                   /* the main server */
     apr_hash_t *by_id;               /* id -> rs_entry_t, read-only after config */
+    apr_hash_t *issuers;             /* one parsed X509 per issuer (rs_cert_from_pem) */
     apr_array_header_t *entries;     /* rs_entry_t * */
     const ap_socache_provider_t *cache;
     ap_socache_instance_t *cache_inst;

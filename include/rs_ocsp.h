@@ -8,6 +8,7 @@
 #ifndef RS_OCSP_H
 #define RS_OCSP_H
 
+#include <apr_hash.h>
 #include <apr_pools.h>
 #include <apr_time.h>
 #include <openssl/ocsp.h>
@@ -48,11 +49,12 @@ typedef struct {
     char detail[192]; /* why, for the log line and the status page */
 } rs_ocsp_result_t;
 
-/* A primed certificate: leaf, issuer and everything derived from them once
- * at configuration time. Owned by the pool it was made in. */
+/* A primed certificate: what is derived from leaf and issuer once at
+ * configuration time. The leaf itself is not kept; the issuer (the trust
+ * anchor for its responses) may be shared by all its leaves. Owned by the
+ * pool it was made in. */
 typedef struct {
     unsigned char id[RS_ID_LEN];
-    X509 *leaf;
     X509 *issuer;
     OCSP_CERTID *certid;
     const char *aia_url;  /* first http:// OCSP URL of the AIA, or NULL */
@@ -65,9 +67,11 @@ typedef struct {
 
 /* Parse the PEM mod_ssl primes with (leaf first, then issuer). A missing
  * issuer is APR_ENOENT (the caller skips the certificate quietly); anything
- * unparseable is APR_EINVAL. err receives a sentence for the log. */
+ * unparseable is APR_EINVAL. err receives a sentence for the log.
+ * issuers (may be NULL) maps issuer DER digests to parsed issuers, so that
+ * a thousand leaves of one CA share one X509 (entries live as long as p). */
 apr_status_t rs_cert_from_pem(rs_cert_t **pcert, apr_pool_t *p, const char *pem,
-                              char *err, apr_size_t errlen);
+                              apr_hash_t *issuers, char *err, apr_size_t errlen);
 
 /* Same, from already parsed certificates (unit tests, fuzzers). Takes its
  * own references. */

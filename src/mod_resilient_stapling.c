@@ -42,6 +42,7 @@ static int rs_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
     registry = apr_pcalloc(pconf, sizeof(*registry));
     registry->pool = pconf;
     registry->by_id = apr_hash_make(pconf);
+    registry->issuers = apr_hash_make(pconf);
     registry->entries = apr_array_make(pconf, 16, sizeof(rs_entry_t *));
     return ap_mutex_register(pconf, RS_MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0);
 }
@@ -72,7 +73,7 @@ static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_
         return OK;
     }
 
-    rv = rs_cert_from_pem(&cert, registry->pool, pem, err, sizeof(err));
+    rv = rs_cert_from_pem(&cert, registry->pool, pem, registry->issuers, err, sizeof(err));
     if (rv == APR_ENOENT) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "RS0101: certificate of %s has no issuer certificate configured, "

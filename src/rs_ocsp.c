@@ -5,6 +5,7 @@
 #include <apr_strings.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "rs_ocsp.h"
@@ -15,7 +16,6 @@ static apr_status_t cert_cleanup(void *data)
 {
     rs_cert_t *c = data;
     OCSP_CERTID_free(c->certid);
-    X509_free(c->leaf);
     X509_free(c->issuer);
     return APR_SUCCESS;
 }
@@ -108,9 +108,7 @@ apr_status_t rs_cert_make(rs_cert_t **pcert, apr_pool_t *p, X509 *leaf, X509 *is
         return APR_ENOENT;
     }
     c = apr_pcalloc(p, sizeof(*c));
-    X509_up_ref(leaf);
     X509_up_ref(issuer);
-    c->leaf = leaf;
     c->issuer = issuer;
     apr_pool_cleanup_register(p, c, cert_cleanup, apr_pool_cleanup_null);
 
@@ -133,8 +131,36 @@ apr_status_t rs_cert_make(rs_cert_t **pcert, apr_pool_t *p, X509 *leaf, X509 *is
     return APR_SUCCESS;
 }
 
+static apr_status_t issuer_cleanup(void *data)
+{
+    X509_free(data);
+    return APR_SUCCESS;
+}
+
+/* The one parsed copy of an issuer, by the digest of its DER. */
+static X509 *shared_issuer(apr_hash_t *issuers, apr_pool_t *p, X509 *parsed)
+{
+    unsigned char md[SHA_DIGEST_LENGTH], *key;
+    unsigned int mdlen = 0;
+    X509 *known;
+
+    if (!issuers || !X509_digest(parsed, EVP_sha1(), md, &mdlen))
+        return parsed;
+    known = apr_hash_get(issuers, md, mdlen);
+    if (known) {
+        X509_free(parsed);
+        X509_up_ref(known);
+        return known;
+    }
+    key = apr_pmemdup(p, md, mdlen);
+    X509_up_ref(parsed); /* the table's reference */
+    apr_hash_set(issuers, key, mdlen, parsed);
+    apr_pool_cleanup_register(p, parsed, issuer_cleanup, apr_pool_cleanup_null);
+    return parsed;
+}
+
 apr_status_t rs_cert_from_pem(rs_cert_t **pcert, apr_pool_t *p, const char *pem,
-                              char *err, apr_size_t errlen)
+                              apr_hash_t *issuers, char *err, apr_size_t errlen)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
     X509 *leaf = NULL, *issuer = NULL;
@@ -152,6 +178,8 @@ apr_status_t rs_cert_from_pem(rs_cert_t **pcert, apr_pool_t *p, const char *pem,
     issuer = PEM_read_bio_X509(b, NULL, NULL, NULL);
     ERR_clear_error(); /* end of PEM data is reported as an error */
     BIO_free(b);
+    if (issuer)
+        issuer = shared_issuer(issuers, p, issuer);
     rv = rs_cert_make(pcert, p, leaf, issuer, err, errlen);
     X509_free(leaf);
     X509_free(issuer);

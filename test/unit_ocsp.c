@@ -85,11 +85,17 @@ static void test_cert_from_pem(void **state)
     char err[256];
     char *both = tpki_pem(pki->leaf, pki->ca), *alone = tpki_pem(pki->leaf, NULL);
     (void)state;
-    assert_int_equal(rs_cert_from_pem(&c, pool, both, err, sizeof(err)), APR_SUCCESS);
+    apr_hash_t *issuers = apr_hash_make(pool);
+    rs_cert_t *c2;
+    assert_int_equal(rs_cert_from_pem(&c, pool, both, issuers, err, sizeof(err)), APR_SUCCESS);
     assert_memory_equal(c->id, cert->id, RS_ID_LEN);
+    /* a second leaf of the same CA shares the parsed issuer */
+    assert_int_equal(rs_cert_from_pem(&c2, pool, both, issuers, err, sizeof(err)), APR_SUCCESS);
+    assert_ptr_equal(c->issuer, c2->issuer);
+    assert_int_equal(apr_hash_count(issuers), 1);
     /* mod_ssl may prime without an issuer: a quiet skip, not an error */
-    assert_int_equal(rs_cert_from_pem(&c, pool, alone, err, sizeof(err)), APR_ENOENT);
-    assert_int_equal(rs_cert_from_pem(&c, pool, "garbage", err, sizeof(err)), APR_EINVAL);
+    assert_int_equal(rs_cert_from_pem(&c, pool, alone, NULL, err, sizeof(err)), APR_ENOENT);
+    assert_int_equal(rs_cert_from_pem(&c, pool, "garbage", NULL, err, sizeof(err)), APR_EINVAL);
     assert_true(strlen(err) > 0);
     free(both);
     free(alone);
