@@ -44,6 +44,7 @@ typedef struct {
     const char *proxy;
     int max_fetches;
     const char *store;            /* NULL: default; "none": off */
+    const char *notify_cmd;
 } rs_srv_conf_t;
 
 void *rs_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -64,8 +65,8 @@ typedef struct {
     rs_staple_t *staple;
     apr_time_t local_next;           /* when this child next looks at it; refresher lock */
     int in_flight;                   /* a worker is fetching it; refresher lock */
-    apr_time_t expiry_seen;          /* nextUpdate last found expired; scheduler thread only */
     apr_uint32_t seen_version;       /* rs_shared_t.version last synced; scheduler thread only */
+    int alert_seen;                  /* rs_alert_e of this child's staple; scheduler thread only */
 } rs_entry_t;
 
 /* What the children of one server change often: in a small shared memory
@@ -100,7 +101,19 @@ typedef struct {
     int max_fetches;
     const char *proxy;
     const char *store_dir;           /* NULL: no persistent store */
+    const char *notify_cmd;
+    apr_array_header_t *skipped;     /* rs_skipped_t: primed, but not stapled */
 } rs_registry_t;
+
+/* A certificate mod_ssl primed that has no responder URL: listed on the
+ * status page as "no-ocsp-url". */
+typedef struct {
+    const char *subject;
+    const char *serial;
+    const char *issuer;
+    const char *vhost;
+    int must_staple;
+} rs_skipped_t;
 
 /* mod_resilient_stapling_cache.c: the shared cache. The record functions
  * are called with the global mutex held. */
@@ -125,8 +138,24 @@ void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e);
 int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp);
 void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                     const unsigned char *der, apr_size_t len, apr_pool_t *p);
+void rs_store_write_state(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                          const rs_state_t *st, apr_pool_t *p);
+
+/* mod_resilient_stapling_notify.c */
+typedef struct rs_notifier_t rs_notifier_t;
+apr_status_t rs_notifier_start(rs_notifier_t **pn, const char *cmd, server_rec *s,
+                               apr_pool_t *pchild);
+/* Never blocks: queued for the notifier thread. */
+void rs_notify(rs_notifier_t *n, const rs_entry_t *e, const char *event, const char *state,
+               const char *reason);
 
 /* mod_resilient_stapling_refresh.c */
-apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s);
+apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s,
+                                rs_notifier_t *notifier);
+
+/* mod_resilient_stapling_status.c */
+int rs_status_handler(request_rec *r);
+int rs_status_hook(request_rec *r, int flags);
+extern rs_registry_t *rs_current_registry(void);
 
 #endif

@@ -10,7 +10,7 @@
 
 #include "rs_sched.h"
 
-#define RS_STATE_WIRE_LEN (4 + 8 * 8 + 4 * 5 + 2 + RS_ERR_LEN)
+#define RS_STATE_WIRE_LEN (4 + 8 * 7 + 4 * 7 + 2 + RS_ERR_LEN)
 
 void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN]);
 apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t len);

@@ -27,7 +27,8 @@ typedef struct {
     apr_uint64_t lease_owner;    /* random token of the fetching child */
     apr_time_t resp_this_update; /* identifies the response in the cache, 0 if none */
     apr_time_t resp_next_update;
-    apr_time_t expiry_reported;  /* nextUpdate whose expiry was logged (once per server) */
+    apr_uint32_t resp_revoked;   /* the stored response says revoked */
+    apr_uint32_t alert;          /* rs_alert_e last reported (once per server) */
     apr_uint32_t failures;       /* consecutive failed attempts */
     apr_uint32_t fetches;        /* attempts, all outcomes */
     apr_uint32_t fetch_failures;

@@ -18,9 +18,9 @@ typedef void rs_staple_copy_fn(const unsigned char *der, apr_size_t der_len, voi
 
 apr_status_t rs_staple_create(rs_staple_t **pstaple, apr_pool_t *p);
 
-/* Install a verified response (copied). */
+/* Install a verified response (copied); revoked: its certificate status. */
 apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
-                           apr_time_t this_update, apr_time_t next_update);
+                           apr_time_t this_update, apr_time_t next_update, int revoked);
 
 /* Calls cb exactly once: with the response while now < nextUpdate, else
  * with (NULL, 0). Returns 1 if a response was handed over. */
@@ -33,5 +33,8 @@ apr_status_t rs_staple_copy(rs_staple_t *st, apr_pool_t *p, unsigned char **pder
 
 /* thisUpdate/nextUpdate of the installed response; 0 if none. */
 void rs_staple_times(rs_staple_t *st, apr_time_t *this_update, apr_time_t *next_update);
+
+/* Whether the installed response says revoked (0 if none). */
+int rs_staple_revoked(rs_staple_t *st);
 
 #endif

@@ -13,20 +13,26 @@
 #include <apr_tables.h>
 #include "rs_ocsp.h"
 
+/* What a file holds: "<id hex>.der" a response, "<id hex>.state" the
+ * scheduling state and counters (rs_record.h) so that backoff and counters
+ * survive restarts too. */
+typedef enum { RS_STORE_RESPONSE = 0, RS_STORE_STATE } rs_store_kind_e;
+
 /* Create the directory (0700) if needed. */
 apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p);
 
-apr_status_t rs_store_save(const char *dir, const unsigned char *id, const unsigned char *der,
-                           apr_size_t len, apr_pool_t *p);
+apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_kind_e kind,
+                           const unsigned char *data, apr_size_t len, apr_pool_t *p);
 
 /* APR_ENOENT if there is none; APR_EINVAL if larger than RS_MAX_RESPONSE_LEN. */
-apr_status_t rs_store_load(const char *dir, const unsigned char *id, apr_pool_t *p,
-                           unsigned char **pder, apr_size_t *plen);
+apr_status_t rs_store_load(const char *dir, const unsigned char *id, rs_store_kind_e kind,
+                           apr_pool_t *p, unsigned char **pdata, apr_size_t *plen);
 
+/* Removes both files of a certificate. */
 apr_status_t rs_store_remove(const char *dir, const unsigned char *id, apr_pool_t *p);
 
-/* The ids of all response files (unsigned char[RS_ID_LEN] each); leftover
- * temporary files of interrupted writes are removed on the way. */
+/* The ids that have files (unsigned char[RS_ID_LEN] each, possibly twice);
+ * leftover temporary files of interrupted writes are removed on the way. */
 apr_status_t rs_store_list(const char *dir, apr_pool_t *p, apr_array_header_t **pids);
 
 #endif

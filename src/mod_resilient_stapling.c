@@ -19,6 +19,7 @@
 #include <ap_provider.h>
 #include <mpm_common.h>
 #include <util_mutex.h>
+#include <mod_status.h>
 
 #include "mod_resilient_stapling.h"
 
@@ -29,6 +30,11 @@
 /* This generation's registry. Reset in pre_config: the module is reloaded
  * on every restart, so nothing in it may come from an earlier generation. */
 static rs_registry_t *registry;
+
+rs_registry_t *rs_current_registry(void)
+{
+    return registry;
+}
 
 static rs_srv_conf_t *srv_conf(server_rec *s)
 {
@@ -43,6 +49,7 @@ static int rs_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
     registry->pool = pconf;
     registry->by_id = apr_hash_make(pconf);
     registry->issuers = apr_hash_make(pconf);
+    registry->skipped = apr_array_make(pconf, 4, sizeof(rs_skipped_t));
     registry->entries = apr_array_make(pconf, 16, sizeof(rs_entry_t *));
     return ap_mutex_register(pconf, RS_MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0);
 }
@@ -93,7 +100,14 @@ static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_
         return DECLINED;
     }
     if (!sc->force_url && !cert->aia_url) {
-        /* Common since CAs started dropping OCSP (2025): nothing to do. */
+        /* Common since CAs started dropping OCSP (2025): nothing to do, but
+         * the status page lists it. */
+        rs_skipped_t *sk = apr_array_push(registry->skipped);
+        sk->subject = cert->subject;
+        sk->serial = cert->serial;
+        sk->issuer = cert->issuer_name;
+        sk->vhost = vhost_name(s);
+        sk->must_staple = cert->must_staple;
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "RS0104: certificate %s of %s has no http:// OCSP responder URL and "
                      "no ResilientStaplingForceURL is set, not stapled",
@@ -136,6 +150,7 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
     reg->skew = g->skew >= 0 ? g->skew : RS_DEFAULT_SKEW;
     reg->max_fetches = g->max_fetches > 0 ? g->max_fetches : RS_DEFAULT_MAX_FETCHES;
     reg->proxy = g->proxy;
+    reg->notify_cmd = g->notify_cmd;
     reg->sched.lease = reg->timeout + LEASE_GRACE;
     if (!g->store)
         reg->store_dir = ap_server_root_relative(reg->pool, RS_DEFAULT_STORE);
@@ -183,6 +198,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 
 static void rs_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    rs_notifier_t *notifier = NULL;
     apr_status_t rv;
     int i;
 
@@ -205,7 +221,13 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
             return;
         }
     }
-    if ((rv = rs_refresher_start(registry, pchild, s)) != APR_SUCCESS) {
+    if (registry->notify_cmd
+        && (rv = rs_notifier_start(&notifier, registry->notify_cmd, s, pchild)) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "RS0011: cannot start the notifier thread; ResilientStaplingNotifyCmd "
+                     "will not run in this child");
+    /* started after the notifier: its cleanup runs first (LIFO) */
+    if ((rv = rs_refresher_start(registry, pchild, s, notifier)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
                      "RS0009: cannot start the refresher thread, nothing will be fetched "
                      "by this child");
@@ -243,6 +265,8 @@ static void rs_register_hooks(apr_pool_t *p)
      * MDStapling; where it is off we decline and mod_md/mod_ssl decide. */
     ap_hook_ssl_ocsp_prime_hook(rs_ocsp_prime, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_ssl_ocsp_get_resp_hook(rs_ocsp_get_resp, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(rs_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, rs_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(resilient_stapling) = {

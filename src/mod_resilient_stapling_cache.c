@@ -160,21 +160,23 @@ int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s)
 
 /* --- the persistent store --- */
 
-/* Restore one certificate's response from disk into the cache. */
+/* Restore one certificate's response and state from disk into the cache.
+ * The response is validated like a fetched one; the state brings back the
+ * counters, the last error and the backoff, never a lease. */
 static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_time_t now,
                         apr_pool_t *p)
 {
-    unsigned char *der;
-    apr_size_t len;
+    unsigned char *der, *raw;
+    apr_size_t len, rawlen;
     rs_ocsp_result_t res;
     rs_state_t st;
-    apr_status_t rv = rs_store_load(reg->store_dir, e->cert->id, p, &der, &len);
+    int have_resp = 0;
+    apr_status_t rv = rs_store_load(reg->store_dir, e->cert->id, RS_STORE_RESPONSE, p, &der,
+                                    &len);
 
-    if (rv == APR_ENOENT)
-        return;
     if (rv == APR_SUCCESS)
         rs_ocsp_check(e->cert, der, len, now, reg->skew, &res);
-    if (rv != APR_SUCCESS || !rs_verdict_is_valid(res.verdict)) {
+    if (rv != APR_ENOENT && (rv != APR_SUCCESS || !rs_verdict_is_valid(res.verdict))) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
                      "RS0302: stored response for %s in %s is not usable (%s), removed",
                      e->cert->subject, reg->store_dir,
@@ -182,21 +184,40 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
                                        : apr_pstrcat(p, rs_verdict_name(res.verdict), ": ",
                                                      res.detail, NULL));
         rs_store_remove(reg->store_dir, e->cert->id, p);
-        return;
     }
-    if (rs_cache_resp_put(reg, s, e, der, len, res.next_update, p) != APR_SUCCESS)
+    else if (rv == APR_SUCCESS) {
+        have_resp = rs_cache_resp_put(reg, s, e, der, len, res.next_update, p) == APR_SUCCESS;
+    }
+
+    if (rs_store_load(reg->store_dir, e->cert->id, RS_STORE_STATE, p, &raw, &rawlen)
+            != APR_SUCCESS
+        || rs_state_decode(&st, raw, rawlen) != APR_SUCCESS)
+        rs_state_init(&st);
+    st.lease_until = 0;
+    st.lease_owner = 0;
+    if (have_resp) {
+        st.resp_this_update = res.this_update;
+        st.resp_next_update = res.next_update;
+        st.resp_revoked = res.verdict == RS_VERDICT_REVOKED;
+        if (!st.next_attempt) /* renewal as if fetched now: an overdue one right away */
+            st.next_attempt = rs_sched_renew_at(&reg->sched, res.this_update,
+                                                res.next_update, 0, 0.0);
+    }
+    else {
+        /* nothing to staple: try right after start, whatever the backoff said */
+        st.resp_this_update = st.resp_next_update = 0;
+        st.resp_revoked = 0;
+        st.next_attempt = 0;
+    }
+    if (!have_resp && !st.fetches)
         return;
-    rs_state_init(&st);
-    st.resp_this_update = res.this_update;
-    st.resp_next_update = res.next_update;
-    /* renewal as if fetched now: an overdue one is fetched right after start */
-    st.next_attempt = rs_sched_renew_at(&reg->sched, res.this_update, res.next_update, 0, 0.0);
     rs_cache_state_put(reg, s, e, &st, p);
     rs_cache_changed(reg, e);
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                 "RS0301: restored the %s response for %s from %s (valid until %s)",
-                 rs_verdict_name(res.verdict), e->cert->subject, reg->store_dir,
-                 ap_ht_time(p, res.next_update, "%Y-%m-%d %H:%M:%S UTC", 1));
+    if (have_resp)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "RS0301: restored the %s response for %s from %s (valid until %s)",
+                     rs_verdict_name(res.verdict), e->cert->subject, reg->store_dir,
+                     ap_ht_time(p, res.next_update, "%Y-%m-%d %H:%M:%S UTC", 1));
 }
 
 /* Files of certificates no longer configured are removed: a replaced
@@ -246,13 +267,28 @@ int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     return OK;
 }
 
+void rs_store_write_state(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
+                          const rs_state_t *st, apr_pool_t *p)
+{
+    unsigned char buf[RS_STATE_WIRE_LEN];
+    apr_status_t rv;
+    if (!reg->store_dir)
+        return;
+    rs_state_encode(st, buf);
+    rv = rs_store_save(reg->store_dir, e->cert->id, RS_STORE_STATE, buf, sizeof(buf), p);
+    if (rv != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, rv, s,
+                     "RS0307: cannot write the state of %s to %s", e->cert->subject,
+                     reg->store_dir);
+}
+
 void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                     const unsigned char *der, apr_size_t len, apr_pool_t *p)
 {
     apr_status_t rv;
     if (!reg->store_dir)
         return;
-    rv = rs_store_save(reg->store_dir, e->cert->id, der, len, p);
+    rv = rs_store_save(reg->store_dir, e->cert->id, RS_STORE_RESPONSE, der, len, p);
     if (rv != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
                      "RS0303: cannot write the response for %s to %s; it is served from "

@@ -7,6 +7,7 @@
 #include <http_config.h>
 #include <http_log.h>
 #include <ap_provider.h>
+#include <apr_file_info.h>
 
 #include "mod_resilient_stapling.h"
 
@@ -41,6 +42,7 @@ void *rs_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->proxy = MERGE(proxy, NULL);
     c->max_fetches = MERGE(max_fetches, -1);
     c->store = MERGE(store, NULL);
+    c->notify_cmd = MERGE(notify_cmd, NULL);
     return c;
 }
 
@@ -186,6 +188,24 @@ static const char *set_store(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_notify_cmd(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_finfo_t fi;
+    (void)dc;
+    if (err)
+        return err;
+    if (!ap_os_is_path_absolute(cmd->pool, arg))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an absolute path", cmd->cmd->name, arg);
+    if (apr_stat(&fi, arg, APR_FINFO_TYPE | APR_FINFO_PROT, cmd->pool) != APR_SUCCESS
+        || fi.filetype != APR_REG
+        || !(fi.protection & (APR_FPROT_UEXECUTE | APR_FPROT_GEXECUTE | APR_FPROT_WEXECUTE)))
+        return apr_psprintf(cmd->pool, "%s: '%s' is not an executable file", cmd->cmd->name,
+                            arg);
+    conf_of(cmd)->notify_cmd = arg;
+    return NULL;
+}
+
 const command_rec rs_cmds[] = {
     AP_INIT_FLAG("ResilientStapling", set_enabled, NULL, RSRC_CONF,
                  "on|off: staple OCSP responses for this server's certificates"),
@@ -209,5 +229,8 @@ const command_rec rs_cmds[] = {
     AP_INIT_TAKE1("ResilientStaplingStore", set_store, NULL, RSRC_CONF,
                   "directory for the persistent copy of responses, or 'none' "
                   "(default: state/resilient_stapling under ServerRoot)"),
+    AP_INIT_TAKE1("ResilientStaplingNotifyCmd", set_notify_cmd, NULL, RSRC_CONF,
+                  "program run on expiring, expired, revoked and recovered, with the "
+                  "arguments EVENT ID SUBJECT STATE REASON"),
     {NULL}
 };

@@ -19,6 +19,7 @@
 #include "mod_resilient_stapling.h"
 #include "rs_fetch.h"
 #include "rs_record.h"
+#include "rs_status.h"
 
 APLOG_USE_MODULE(resilient_stapling);
 
@@ -54,6 +55,7 @@ struct refresher_t {
     apr_thread_cond_t *cond;
     apr_thread_pool_t *workers;
     task_t *tasks;            /* one per entry, same index: no allocation per fetch */
+    rs_notifier_t *notifier;  /* NULL without ResilientStaplingNotifyCmd */
     unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
     apr_uint32_t stopping;    /* atomic */
     apr_uint64_t owner;       /* this child's lease token */
@@ -114,7 +116,8 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
     rs_staple_times(e->staple, &this_update, &next_update);
     if (rs_sched_should_replace(this_update, next_update, res.this_update, res.next_update,
                                 now)) {
-        rs_staple_set(e->staple, der, len, res.this_update, res.next_update);
+        rs_staple_set(e->staple, der, len, res.this_update, res.next_update,
+                      res.verdict == RS_VERDICT_REVOKED);
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
                      "RS0221: picked up the response for %s from the shared cache "
                      "(nextUpdate %s)", e->cert->subject, fmt_time(r->pool, res.next_update));
@@ -190,7 +193,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         have_state = rs_cache_state_get(r->reg, r->s, e, &st, p);
         apr_thread_mutex_lock(r->lock);
         in_flight = e->in_flight;
-        if (!in_flight && st.next_attempt > e->local_next)
+        if (!in_flight) /* may move earlier: a refresh requested on the status page */
             e->local_next = st.next_attempt;
         apr_thread_mutex_unlock(r->lock);
         if (audit && !in_flight)
@@ -213,6 +216,49 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
         install_from_cache(r, pk->e, pk->der, pk->len, now);
     }
+}
+
+/* --- alerts --- */
+
+/* Alerts are derived from the shared state, so all children agree; the
+ * child that changes st->alert reports it, so it is reported once per
+ * server. Caller holds the global mutex; returns the event or NULL. */
+static const char *alert_transition(rs_state_t *st, apr_time_t now)
+{
+    rs_alert_e to = rs_alert_of(st->resp_this_update, st->resp_next_update,
+                                st->resp_revoked, now);
+    const char *event = rs_alert_event((rs_alert_e)st->alert, to);
+    st->alert = to;
+    return event;
+}
+
+static void report(refresher_t *r, rs_entry_t *e, const char *event, const rs_state_t *st,
+                   apr_time_t now, apr_pool_t *p)
+{
+    const char *state = rs_cert_state_name(rs_status_classify(
+        st->resp_this_update, st->resp_next_update, st->resp_revoked, st->failures,
+        r->reg->sched.renew_window_pct, now));
+    const char *reason = st->last_error[0] ? st->last_error : "";
+    const char *until = fmt_time(p, st->resp_next_update);
+    const char *must = e->cert->must_staple ? " (Must-Staple: clients will refuse it)" : "";
+
+    if (!strcmp(event, "expiring"))
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+                     "RS0212: OCSP response for %s (serial %s) is in the last 25 %% of its "
+                     "lifetime (valid until %s) and no newer one could be fetched from %s%s%s",
+                     e->cert->subject, e->cert->serial, until, e->url,
+                     *reason ? ": " : "", reason);
+    else if (!strcmp(event, "expired"))
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+                     "RS0210: OCSP response for %s (serial %s) expired at %s and no valid "
+                     "replacement could be fetched from %s: nothing is stapled%s",
+                     e->cert->subject, e->cert->serial, until, e->url, must);
+    else if (!strcmp(event, "recovered"))
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, r->s,
+                     "RS0213: OCSP stapling for %s (serial %s) recovered: stapling a response "
+                     "valid until %s", e->cert->subject, e->cert->serial, until);
+    /* "revoked" is logged with the fetch that found it (RS0203) */
+    rs_notify(r->notifier, e, event, state, reason);
 }
 
 /* --- one fetch --- */
@@ -241,15 +287,19 @@ static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *r
         return;
     }
     rs_staple_times(e->staple, &this_update, &next_update);
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                 "RS0202: OCSP fetch for %s (serial %s) from %s failed after %ld ms: %s "
+    /* a Must-Staple certificate with nothing to staple is an outage */
+    ap_log_error(APLOG_MARK,
+                 next_update <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
+                 r->s, "RS0202: OCSP fetch for %s (serial %s) from %s failed after %ld ms: %s "
                  "(%s); %s; retry in %ld s, %u consecutive failure(s)",
                  e->cert->subject, e->cert->serial, e->url, (long)apr_time_as_msec(took),
                  rs_verdict_name(res->verdict), res->detail,
                  next_update > now
                      ? apr_psprintf(p, "still stapling the response valid until %s",
                                     fmt_time(p, next_update))
-                     : "nothing valid to staple",
+                     : e->cert->must_staple ? "nothing valid to staple (Must-Staple: clients "
+                                              "will refuse the certificate)"
+                                            : "nothing valid to staple",
                  in_sec, st->failures);
 }
 
@@ -268,6 +318,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
     int newest = 0, shared = 0;
+    const char *event = NULL;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
@@ -311,6 +362,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
                          jitter());
     }
+    event = alert_transition(&st, now);
     rs_cache_state_put(r->reg, r->s, e, &st, p);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);
@@ -324,14 +376,18 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                      e->cert->subject, r->reg->cache_desc);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
+    rs_store_write_state(r->reg, r->s, e, &st, p);
     if (rs_verdict_is_valid(res.verdict)) {
         apr_time_t this_update, next_update;
         rs_staple_times(e->staple, &this_update, &next_update);
         if (rs_sched_should_replace(this_update, next_update, res.this_update,
                                     res.next_update, now))
-            rs_staple_set(e->staple, body, len, res.this_update, res.next_update);
+            rs_staple_set(e->staple, body, len, res.this_update, res.next_update,
+                          res.verdict == RS_VERDICT_REVOKED);
     }
     log_attempt(r, e, &res, &st, now - start, now, p);
+    if (event)
+        report(r, e, event, &st, now, p);
 
 done:
     apr_pool_destroy(p);
@@ -413,36 +469,31 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
     }
 }
 
-/* An expired staple is logged once per server, not once per child: the
- * first child to notice claims the report in the shared state. */
-static void check_expiry(refresher_t *r, apr_time_t now, apr_pool_t *p)
+/* Time moves a certificate into "expiring" or "expired" without any fetch.
+ * The shared state is only read when this child's own view changed. */
+static void check_alerts(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     int i;
     for (i = 0; i < r->reg->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
         apr_time_t this_update, next_update;
+        rs_alert_e mine;
+        const char *event = NULL;
         rs_state_t st;
-        int report = 0;
 
         rs_staple_times(e->staple, &this_update, &next_update);
-        if (!next_update || next_update > now || e->expiry_seen == next_update)
+        mine = rs_alert_of(this_update, next_update, rs_staple_revoked(e->staple), now);
+        if ((int)mine == e->alert_seen)
             continue;
-        e->expiry_seen = next_update;
+        e->alert_seen = (int)mine;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             continue;
-        rs_cache_state_get(r->reg, r->s, e, &st, p);
-        if (st.expiry_reported != next_update && st.resp_next_update <= now) {
-            st.expiry_reported = next_update;
+        if (rs_cache_state_get(r->reg, r->s, e, &st, p)
+            && (event = alert_transition(&st, now)) != NULL)
             rs_cache_state_put(r->reg, r->s, e, &st, p);
-            report = 1;
-        }
         apr_global_mutex_unlock(r->reg->mutex);
-        if (report)
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
-                         "RS0210: OCSP response for %s (serial %s) expired at %s and no valid "
-                         "replacement could be fetched from %s: nothing is stapled%s",
-                         e->cert->subject, e->cert->serial, fmt_time(p, next_update), e->url,
-                         e->cert->must_staple ? " (Must-Staple: clients will refuse it)" : "");
+        if (event)
+            report(r, e, event, &st, now, p);
     }
 }
 
@@ -475,7 +526,7 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
         apr_pool_clear(p);
         sync_from_cache(r, now, p);
         claim_due(r, now, p);
-        check_expiry(r, now, p);
+        check_alerts(r, now, p);
 
         apr_thread_mutex_lock(r->lock);
         wake = next_wakeup(r, apr_time_now());
@@ -503,13 +554,15 @@ static apr_status_t refresher_stop(void *data)
     return APR_SUCCESS;
 }
 
-apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s)
+apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s,
+                                rs_notifier_t *notifier)
 {
     refresher_t *r = apr_pcalloc(pchild, sizeof(*r));
     apr_status_t rv;
     int i;
 
     r->reg = reg;
+    r->notifier = notifier;
     r->scratch = apr_palloc(pchild, RS_MAX_RESPONSE_LEN);
     r->tasks = apr_pcalloc(pchild, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
     for (i = 0; i < reg->entries->nelts; i++) {

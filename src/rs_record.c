@@ -3,7 +3,7 @@
 
 #include "rs_record.h"
 
-static const unsigned char STATE_MAGIC[4] = {'R', 'S', 'S', '1'};
+static const unsigned char STATE_MAGIC[4] = {'R', 'S', 'S', '2'};
 
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8])
 {
@@ -63,7 +63,8 @@ void rs_state_encode(const rs_state_t *st, unsigned char out[RS_STATE_WIRE_LEN])
     p = put64(p, st->lease_owner);
     p = put64(p, (apr_uint64_t)st->resp_this_update);
     p = put64(p, (apr_uint64_t)st->resp_next_update);
-    p = put64(p, (apr_uint64_t)st->expiry_reported);
+    p = put32(p, st->resp_revoked);
+    p = put32(p, st->alert);
     p = put32(p, st->failures);
     p = put32(p, st->fetches);
     p = put32(p, st->fetch_failures);
@@ -92,7 +93,8 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
     p = get64(p, &st->lease_owner);
     p = get64(p, &v); st->resp_this_update = (apr_time_t)v;
     p = get64(p, &v); st->resp_next_update = (apr_time_t)v;
-    p = get64(p, &v); st->expiry_reported = (apr_time_t)v;
+    p = get32(p, &st->resp_revoked);
+    p = get32(p, &st->alert);
     p = get32(p, &st->failures);
     p = get32(p, &st->fetches);
     p = get32(p, &st->fetch_failures);

@@ -89,6 +89,7 @@ void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fe
     if (replaced) {
         st->resp_this_update = fetched->this_update;
         st->resp_next_update = fetched->next_update;
+        st->resp_revoked = fetched->verdict == RS_VERDICT_REVOKED;
     }
     /* Schedule from what is stored: if the responder handed back an older
      * response than ours, ours decides when renewal is due. */

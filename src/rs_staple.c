@@ -11,6 +11,7 @@
 typedef struct {
     apr_time_t this_update;
     apr_time_t next_update;
+    int revoked;
     apr_size_t len;
     unsigned char der[];
 } blob_t;
@@ -41,13 +42,14 @@ apr_status_t rs_staple_create(rs_staple_t **pstaple, apr_pool_t *p)
 }
 
 apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
-                           apr_time_t this_update, apr_time_t next_update)
+                           apr_time_t this_update, apr_time_t next_update, int revoked)
 {
     blob_t *b = malloc(sizeof(*b) + len), *old;
     if (!b)
         return APR_ENOMEM;
     b->this_update = this_update;
     b->next_update = next_update;
+    b->revoked = revoked;
     b->len = len;
     memcpy(b->der, der, len);
 
@@ -95,4 +97,13 @@ void rs_staple_times(rs_staple_t *st, apr_time_t *this_update, apr_time_t *next_
     *this_update = st->current ? st->current->this_update : 0;
     *next_update = st->current ? st->current->next_update : 0;
     apr_thread_rwlock_unlock(st->lock);
+}
+
+int rs_staple_revoked(rs_staple_t *st)
+{
+    int revoked;
+    apr_thread_rwlock_rdlock(st->lock);
+    revoked = st->current ? st->current->revoked : 0;
+    apr_thread_rwlock_unlock(st->lock);
+    return revoked;
 }

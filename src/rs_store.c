@@ -7,13 +7,14 @@
 
 #include "rs_store.h"
 
-#define SUFFIX ".der"
 #define TMP_MARK ".tmp."
+static const char *const SUFFIX[] = {".der", ".state"};
 
-static const char *path_of(const char *dir, const unsigned char *id, apr_pool_t *p)
+static const char *path_of(const char *dir, const unsigned char *id, rs_store_kind_e kind,
+                           apr_pool_t *p)
 {
     char hex[2 * RS_ID_LEN + 1];
-    return apr_pstrcat(p, dir, "/", rs_id_hex(id, hex), SUFFIX, NULL);
+    return apr_pstrcat(p, dir, "/", rs_id_hex(id, hex), SUFFIX[kind], NULL);
 }
 
 apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p)
@@ -22,10 +23,10 @@ apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p)
                                   p);
 }
 
-apr_status_t rs_store_save(const char *dir, const unsigned char *id, const unsigned char *der,
-                           apr_size_t len, apr_pool_t *p)
+apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_kind_e kind,
+                           const unsigned char *der, apr_size_t len, apr_pool_t *p)
 {
-    const char *final = path_of(dir, id, p);
+    const char *final = path_of(dir, id, kind, p);
     char *tmp = apr_pstrcat(p, final, TMP_MARK "XXXXXX", NULL);
     apr_file_t *f;
     apr_size_t written;
@@ -48,10 +49,10 @@ apr_status_t rs_store_save(const char *dir, const unsigned char *id, const unsig
     return rv;
 }
 
-apr_status_t rs_store_load(const char *dir, const unsigned char *id, apr_pool_t *p,
-                           unsigned char **pder, apr_size_t *plen)
+apr_status_t rs_store_load(const char *dir, const unsigned char *id, rs_store_kind_e kind,
+                           apr_pool_t *p, unsigned char **pder, apr_size_t *plen)
 {
-    const char *path = path_of(dir, id, p);
+    const char *path = path_of(dir, id, kind, p);
     apr_finfo_t fi;
     apr_file_t *f;
     apr_size_t n;
@@ -77,7 +78,9 @@ apr_status_t rs_store_load(const char *dir, const unsigned char *id, apr_pool_t 
 
 apr_status_t rs_store_remove(const char *dir, const unsigned char *id, apr_pool_t *p)
 {
-    return apr_file_remove(path_of(dir, id, p), p);
+    apr_status_t rv = apr_file_remove(path_of(dir, id, RS_STORE_RESPONSE, p), p);
+    apr_file_remove(path_of(dir, id, RS_STORE_STATE, p), p);
+    return rv;
 }
 
 static int hexval(char c)
@@ -92,8 +95,9 @@ static int hexval(char c)
 static int parse_name(const char *name, unsigned char *id)
 {
     int i;
-    if (strlen(name) != 2 * RS_ID_LEN + sizeof(SUFFIX) - 1
-        || strcmp(name + 2 * RS_ID_LEN, SUFFIX) != 0)
+    if (strlen(name) <= 2 * RS_ID_LEN
+        || (strcmp(name + 2 * RS_ID_LEN, SUFFIX[RS_STORE_RESPONSE]) != 0
+            && strcmp(name + 2 * RS_ID_LEN, SUFFIX[RS_STORE_STATE]) != 0))
         return 0;
     for (i = 0; i < RS_ID_LEN; i++) {
         int hi = hexval(name[2 * i]), lo = hexval(name[2 * i + 1]);

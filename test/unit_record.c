@@ -21,6 +21,8 @@ static void test_roundtrip(void **state)
     a.lease_owner = 0xfedcba9876543210ULL;
     a.resp_this_update = 111;
     a.resp_next_update = 222;
+    a.resp_revoked = 1;
+    a.alert = 2;
     a.failures = 3;
     a.fetches = 99;
     a.fetch_failures = 4;
@@ -40,7 +42,7 @@ static void test_little_endian_on_the_wire(void **state)
     rs_state_init(&a);
     a.next_attempt = 0x0102030405060708LL;
     rs_state_encode(&a, buf);
-    assert_memory_equal(buf, "RSS1", 4);
+    assert_memory_equal(buf, "RSS2", 4);
     assert_int_equal(buf[4], 0x08);
     assert_int_equal(buf[11], 0x01);
 }

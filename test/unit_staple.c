@@ -55,7 +55,7 @@ static void test_served_until_next_update(void **state)
     (void)state;
     apr_pool_create(&p, NULL);
     rs_staple_create(&st, p);
-    rs_staple_set(st, (const unsigned char *)"DER1", 4, S(100), S(200));
+    rs_staple_set(st, (const unsigned char *)"DER1", 4, S(100), S(200), 0);
     assert_int_equal(rs_staple_serve(st, S(150), copy_cb, &sink), 1);
     assert_int_equal(sink.calls, 1);
     assert_memory_equal(sink.data, "DER1", 4);
@@ -83,11 +83,13 @@ static void test_replaced_copy_is_independent(void **state)
     apr_pool_create(&p, NULL);
     rs_staple_create(&st, p);
     assert_int_equal(rs_staple_copy(st, p, &der, &len, &t, &n), APR_ENOENT);
-    rs_staple_set(st, buf, 4, S(1), S(1000));
+    rs_staple_set(st, buf, 4, S(1), S(1000), 0);
+    assert_false(rs_staple_revoked(st));
     buf[0] = 'Z'; /* the staple holds its own copy */
     rs_staple_serve(st, S(2), copy_cb, &sink);
     assert_memory_equal(sink.data, "ABCD", 4);
-    rs_staple_set(st, (const unsigned char *)"EFGH", 4, S(2), S(2000));
+    rs_staple_set(st, (const unsigned char *)"EFGH", 4, S(2), S(2000), 1);
+    assert_true(rs_staple_revoked(st));
     assert_int_equal(rs_staple_copy(st, p, &der, &len, &t, &n), APR_SUCCESS);
     assert_memory_equal(der, "EFGH", 4);
     assert_int_equal(n, S(2000));
@@ -135,7 +137,7 @@ static void test_concurrent_readers(void **state)
         apr_thread_create(&th[i], NULL, reader, &r, p);
     for (i = 0; i < 20000; i++) {
         memset(buf, 'a' + i % 26, sizeof(buf));
-        rs_staple_set(r.st, buf, sizeof(buf), S(1), S(10));
+        rs_staple_set(r.st, buf, sizeof(buf), S(1), S(10), 0);
     }
     for (i = 0; i < 4; i++)
         apr_thread_join(&rv, th[i]);

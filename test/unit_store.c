@@ -55,13 +55,17 @@ static void test_roundtrip_and_mode(void **state)
     char hex[41];
     (void)state;
     id_of(id, 1);
-    assert_int_equal(rs_store_save(dir, id, (const unsigned char *)"response-1", 10, pool),
+    assert_int_equal(rs_store_save(dir, id, RS_STORE_RESPONSE, (const unsigned char *)"response-1",
+                                   10, pool), APR_SUCCESS);
+    assert_int_equal(rs_store_save(dir, id, RS_STORE_RESPONSE,
+                                   (const unsigned char *)"response-2!", 11, pool), APR_SUCCESS);
+    assert_int_equal(rs_store_save(dir, id, RS_STORE_STATE, (const unsigned char *)"st", 2, pool),
                      APR_SUCCESS);
-    assert_int_equal(rs_store_save(dir, id, (const unsigned char *)"response-2!", 11, pool),
-                     APR_SUCCESS);
-    assert_int_equal(rs_store_load(dir, id, pool, &der, &len), APR_SUCCESS);
+    assert_int_equal(rs_store_load(dir, id, RS_STORE_RESPONSE, pool, &der, &len), APR_SUCCESS);
     assert_int_equal(len, 11);
     assert_memory_equal(der, "response-2!", 11);
+    assert_int_equal(rs_store_load(dir, id, RS_STORE_STATE, pool, &der, &len), APR_SUCCESS);
+    assert_memory_equal(der, "st", 2);
     assert_int_equal(stat(apr_pstrcat(pool, dir, "/", rs_id_hex(id, hex), ".der", NULL), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
     assert_int_equal(stat(dir, &sb), 0);
@@ -74,11 +78,12 @@ static void test_missing_and_oversized(void **state)
     apr_size_t len;
     (void)state;
     id_of(id, 2);
-    assert_int_equal(rs_store_load(dir, id, pool, &der, &len), APR_ENOENT);
-    assert_int_equal(rs_store_save(dir, id, big, RS_MAX_RESPONSE_LEN + 1, pool), APR_SUCCESS);
-    assert_int_equal(rs_store_load(dir, id, pool, &der, &len), APR_EINVAL);
+    assert_int_equal(rs_store_load(dir, id, RS_STORE_RESPONSE, pool, &der, &len), APR_ENOENT);
+    assert_int_equal(rs_store_save(dir, id, RS_STORE_RESPONSE, big, RS_MAX_RESPONSE_LEN + 1, pool),
+                     APR_SUCCESS);
+    assert_int_equal(rs_store_load(dir, id, RS_STORE_RESPONSE, pool, &der, &len), APR_EINVAL);
     assert_int_equal(rs_store_remove(dir, id, pool), APR_SUCCESS);
-    assert_int_equal(rs_store_load(dir, id, pool, &der, &len), APR_ENOENT);
+    assert_int_equal(rs_store_load(dir, id, RS_STORE_RESPONSE, pool, &der, &len), APR_ENOENT);
     free(big);
 }
 
@@ -90,7 +95,7 @@ static void test_list_skips_junk_and_cleans_temporaries(void **state)
     const char *tmp = apr_pstrcat(pool, dir, "/0100000000000000000000000000000000000000.der.tmp.abc", NULL);
     (void)state;
     id_of(id, 3);
-    rs_store_save(dir, id, (const unsigned char *)"x", 1, pool);
+    rs_store_save(dir, id, RS_STORE_RESPONSE, (const unsigned char *)"x", 1, pool);
     apr_file_open(&f, apr_pstrcat(pool, dir, "/README", NULL),
                   APR_FOPEN_CREATE | APR_FOPEN_WRITE, APR_FPROT_OS_DEFAULT, pool);
     apr_file_close(f);
@@ -101,9 +106,13 @@ static void test_list_skips_junk_and_cleans_temporaries(void **state)
     apr_file_close(f);
 
     assert_int_equal(rs_store_list(dir, pool, &ids), APR_SUCCESS);
-    assert_int_equal(ids->nelts, 2); /* ids 1 and 3 */
-    assert_true(memcmp(ids->elts, id, RS_ID_LEN) == 0
-                || memcmp(ids->elts + RS_ID_LEN, id, RS_ID_LEN) == 0);
+    assert_int_equal(ids->nelts, 3); /* id 1 (response and state) and id 3 */
+    {
+        int i, found = 0;
+        for (i = 0; i < ids->nelts; i++)
+            found += memcmp(ids->elts + i * RS_ID_LEN, id, RS_ID_LEN) == 0;
+        assert_int_equal(found, 1);
+    }
     assert_int_equal(apr_file_open(&f, tmp, APR_FOPEN_READ, 0, pool) == APR_SUCCESS, 0);
     apr_file_remove(apr_pstrcat(pool, dir, "/README", NULL), pool);
     apr_file_remove(apr_pstrcat(pool, dir, "/ZZ00000000000000000000000000000000000000.der", NULL), pool);

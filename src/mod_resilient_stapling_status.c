@@ -1,0 +1,369 @@
+/* mod_resilient_stapling_status.c: what an admin sees.
+ *
+ *   SetHandler resilient-stapling-status   one row per certificate, HTML
+ *                                          (worst first) or ?json
+ *   POST refresh=<id>|all                  schedule an immediate fetch
+ *   server-status (mod_status)             a summary section; ?auto lines
+ *
+ * Rows come from the shared state (all children agree) and this child's
+ * staple. GET never changes anything; access is ordinary Require.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_strings.h>
+#include <httpd.h>
+#include <http_config.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <mod_status.h>
+
+#include "mod_resilient_stapling.h"
+#include "rs_status.h"
+
+APLOG_USE_MODULE(resilient_stapling);
+
+#define HANDLER "resilient-stapling-status"
+#define MAX_FORM_BYTES 4096
+
+typedef struct {
+    const rs_entry_t *e;           /* NULL for a skipped certificate */
+    const rs_skipped_t *skipped;
+    rs_state_t st;
+    rs_cert_state_e state;
+    apr_time_t this_update, next_update;
+} row_t;
+
+static int worst_first(const void *a, const void *b)
+{
+    const row_t *x = a, *y = b;
+    int mx = x->e ? x->e->cert->must_staple : x->skipped->must_staple;
+    int my = y->e ? y->e->cert->must_staple : y->skipped->must_staple;
+    if (x->state != y->state)
+        return (int)x->state - (int)y->state;
+    if (mx != my)
+        return my - mx; /* Must-Staple first: it is the one that breaks */
+    return x->next_update < y->next_update ? -1 : x->next_update > y->next_update;
+}
+
+static apr_array_header_t *collect(rs_registry_t *reg, request_rec *r, apr_time_t now)
+{
+    apr_array_header_t *rows = apr_array_make(r->pool, reg->entries->nelts + 1, sizeof(row_t));
+    int i;
+
+    for (i = 0; i < reg->entries->nelts; i++) {
+        const rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
+        row_t *row = apr_array_push(rows);
+        memset(row, 0, sizeof(*row));
+        row->e = e;
+        if (reg->mutex && apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
+            rs_cache_state_get(reg, r->server, e, &row->st, r->pool);
+            apr_global_mutex_unlock(reg->mutex);
+        }
+        else {
+            rs_state_init(&row->st);
+        }
+        row->this_update = row->st.resp_this_update;
+        row->next_update = row->st.resp_next_update;
+        row->state = rs_status_classify(row->this_update, row->next_update,
+                                        row->st.resp_revoked, row->st.failures,
+                                        reg->sched.renew_window_pct, now);
+    }
+    for (i = 0; reg->skipped && i < reg->skipped->nelts; i++) {
+        row_t *row = apr_array_push(rows);
+        memset(row, 0, sizeof(*row));
+        row->skipped = &APR_ARRAY_IDX(reg->skipped, i, rs_skipped_t);
+        rs_state_init(&row->st);
+        row->state = RS_CERT_NO_URL;
+    }
+    qsort(rows->elts, (size_t)rows->nelts, sizeof(row_t), worst_first);
+    return rows;
+}
+
+static const char *iso(apr_pool_t *p, apr_time_t t)
+{
+    return t ? ap_ht_time(p, t, "%Y-%m-%dT%H:%M:%SZ", 1) : NULL;
+}
+
+static const char *json_time(apr_pool_t *p, apr_time_t t)
+{
+    return t ? rs_json_string(p, iso(p, t)) : "null";
+}
+
+static const char *last_ocsp_status(const rs_state_t *st)
+{
+    return st->last_resp_status > 0 ? rs_ocsp_resp_status_name(st->last_resp_status) : NULL;
+}
+
+static void counts(apr_array_header_t *rows, int *n)
+{
+    int i;
+    memset(n, 0, sizeof(int) * (RS_CERT_NO_URL + 1));
+    for (i = 0; i < rows->nelts; i++)
+        n[APR_ARRAY_IDX(rows, i, row_t).state]++;
+}
+
+static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
+                      apr_time_t now)
+{
+    apr_pool_t *p = r->pool;
+    int n[RS_CERT_NO_URL + 1], i, k;
+
+    counts(rows, n);
+    ap_set_content_type(r, "application/json");
+    ap_rprintf(r, "{\"version\":1,\"generated\":%s,\"cache\":%s,\"store\":%s,\"summary\":{",
+               json_time(p, now), rs_json_string(p, reg->cache_desc),
+               reg->store_dir ? rs_json_string(p, reg->store_dir) : "null");
+    for (k = 0; k <= RS_CERT_NO_URL; k++)
+        ap_rprintf(r, "%s\"%s\":%d", k ? "," : "", rs_cert_state_name((rs_cert_state_e)k), n[k]);
+    ap_rputs("},\"certificates\":[", r);
+    for (i = 0; i < rows->nelts; i++) {
+        const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
+        const rs_state_t *st = &row->st;
+        const char *vhosts, *subject, *serial, *issuer, *id = NULL, *url = NULL, *status;
+        int must;
+        char *v, *last;
+        if (row->e) {
+            vhosts = row->e->vhosts;
+            subject = row->e->cert->subject;
+            serial = row->e->cert->serial;
+            issuer = row->e->cert->issuer_name;
+            id = row->e->id_hex;
+            url = row->e->url;
+            must = row->e->cert->must_staple;
+        }
+        else {
+            vhosts = row->skipped->vhost;
+            subject = row->skipped->subject;
+            serial = row->skipped->serial;
+            issuer = row->skipped->issuer;
+            must = row->skipped->must_staple;
+        }
+        ap_rprintf(r, "%s{\"id\":%s,\"vhosts\":[", i ? "," : "",
+                   id ? rs_json_string(p, id) : "null");
+        for (k = 0, v = apr_strtok(apr_pstrdup(p, vhosts), " ", &last); v;
+             v = apr_strtok(NULL, " ", &last), k++)
+            ap_rprintf(r, "%s%s", k ? "," : "", rs_json_string(p, v));
+        status = last_ocsp_status(st);
+        ap_rprintf(r,
+                   "],\"subject\":%s,\"serial\":%s,\"issuer\":%s,\"responder\":%s,"
+                   "\"must_staple\":%s,\"state\":\"%s\",\"this_update\":%s,\"next_update\":%s,"
+                   "\"seconds_left\":%s,\"next_attempt\":%s,\"last_success\":%s,"
+                   "\"last_attempt\":%s,\"last_error\":%s,\"last_ocsp_status\":%s,"
+                   "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u}",
+                   rs_json_string(p, subject), rs_json_string(p, serial),
+                   rs_json_string(p, issuer), url ? rs_json_string(p, url) : "null",
+                   must ? "true" : "false", rs_cert_state_name(row->state),
+                   json_time(p, row->this_update), json_time(p, row->next_update),
+                   row->next_update > now
+                       ? apr_psprintf(p, "%" APR_TIME_T_FMT,
+                                      apr_time_sec(row->next_update - now))
+                       : "null",
+                   row->e ? json_time(p, st->next_attempt ? st->next_attempt : now) : "null",
+                   json_time(p, st->last_success), json_time(p, st->last_attempt),
+                   st->last_error[0] ? rs_json_string(p, st->last_error) : "null",
+                   status ? rs_json_string(p, status) : "null", st->failures, st->fetches,
+                   st->fetch_failures);
+    }
+    ap_rputs("]}\n", r);
+}
+
+static const char *html_time(apr_pool_t *p, apr_time_t t)
+{
+    return t ? ap_ht_time(p, t, "%Y-%m-%d %H:%M:%S", 1) : "&ndash;";
+}
+
+static const char *left(apr_pool_t *p, apr_time_t until, apr_time_t now)
+{
+    apr_interval_time_t d = until - now;
+    if (!until || d <= 0)
+        return "&ndash;";
+    if (d >= apr_time_from_sec(86400))
+        return apr_psprintf(p, "%" APR_TIME_T_FMT " d %" APR_TIME_T_FMT " h",
+                            apr_time_sec(d) / 86400, apr_time_sec(d) % 86400 / 3600);
+    return apr_psprintf(p, "%" APR_TIME_T_FMT " h %02" APR_TIME_T_FMT " m",
+                        apr_time_sec(d) / 3600, apr_time_sec(d) % 3600 / 60);
+}
+
+static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
+                      apr_time_t now)
+{
+    apr_pool_t *p = r->pool;
+    int n[RS_CERT_NO_URL + 1], i, k;
+
+    counts(rows, n);
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_rputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+             "<title>OCSP stapling</title><style>"
+             "body{font:14px sans-serif;margin:1em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
+             "th{background:#eee}.expired,.none{background:#f8d0d0}.revoked{background:#f0b0b0}"
+             ".stale-but-valid{background:#fbeec8}.good{background:#d8f0d8}"
+             ".no-ocsp-url{background:#eee;color:#666}small{color:#555}"
+             "</style></head><body>\n<h1>OCSP stapling</h1>\n<p>", r);
+    ap_rprintf(r, "%s UTC &middot; cache %s &middot; store %s</p>\n<p>", html_time(p, now),
+               ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
+               ap_escape_html2(p, reg->store_dir ? reg->store_dir : "none", 1));
+    for (k = 0; k <= RS_CERT_NO_URL; k++)
+        ap_rprintf(r, "<span class=\"%s\">%s: %d</span> ", rs_cert_state_name((rs_cert_state_e)k),
+                   rs_cert_state_name((rs_cert_state_e)k), n[k]);
+    ap_rputs("</p>\n<table>\n<tr><th>state</th><th>certificate</th><th>vhosts</th>"
+             "<th>responder</th><th>thisUpdate</th><th>nextUpdate</th><th>left</th>"
+             "<th>next attempt</th><th>last success</th><th>last attempt</th>"
+             "<th>last error</th><th>failures in a row</th><th>fetches / failed</th></tr>\n", r);
+    for (i = 0; i < rows->nelts; i++) {
+        const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
+        const rs_state_t *st = &row->st;
+        const char *name = rs_cert_state_name(row->state);
+        const char *subject = row->e ? row->e->cert->subject : row->skipped->subject;
+        const char *serial = row->e ? row->e->cert->serial : row->skipped->serial;
+        const char *issuer = row->e ? row->e->cert->issuer_name : row->skipped->issuer;
+        const char *vhosts = row->e ? row->e->vhosts : row->skipped->vhost;
+        int must = row->e ? row->e->cert->must_staple : row->skipped->must_staple;
+        const char *status = last_ocsp_status(st);
+        ap_rprintf(r,
+                   "<tr class=\"%s\"><td>%s%s</td><td>%s<br><small>serial %s<br>issuer %s%s"
+                   "</small></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s%s</td><td>%u</td>"
+                   "<td>%u / %u</td></tr>\n",
+                   name, name, must ? "<br><b>Must-Staple</b>" : "",
+                   ap_escape_html2(p, subject, 1), ap_escape_html2(p, serial, 1),
+                   ap_escape_html2(p, issuer, 1),
+                   row->e ? apr_pstrcat(p, "<br>id ", row->e->id_hex, NULL) : "",
+                   ap_escape_html2(p, vhosts, 1),
+                   row->e ? ap_escape_html2(p, row->e->url, 1) : "none",
+                   html_time(p, row->this_update), html_time(p, row->next_update),
+                   left(p, row->next_update, now),
+                   row->e ? html_time(p, st->next_attempt ? st->next_attempt : now) : "&ndash;",
+                   html_time(p, st->last_success), html_time(p, st->last_attempt),
+                   st->last_error[0] ? ap_escape_html2(p, st->last_error, 1) : "",
+                   status ? apr_pstrcat(p, " <b>", status, "</b>", NULL) : "", st->failures,
+                   st->fetches, st->fetch_failures);
+    }
+    ap_rputs("</table>\n<p><small>Worst first. <code>?json</code> for machines; "
+             "<code>POST refresh=&lt;id&gt;|all</code> fetches now.</small></p>\n"
+             "</body></html>\n", r);
+}
+
+/* POST refresh=<id>|all: due now, in every child (still one fetch per
+ * certificate, still verified). */
+static int refresh(request_rec *r, rs_registry_t *reg)
+{
+    apr_array_header_t *pairs = NULL;
+    const char *which = NULL;
+    int i, n = 0;
+
+    if (ap_parse_form_data(r, NULL, &pairs, -1, MAX_FORM_BYTES) != OK || !pairs)
+        return HTTP_BAD_REQUEST;
+    for (i = 0; i < pairs->nelts; i++) {
+        ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
+        apr_off_t len;
+        apr_size_t size;
+        char *buf;
+        if (strcmp(pair->name, "refresh") != 0)
+            continue;
+        apr_brigade_length(pair->value, 1, &len);
+        if (len <= 0 || len > 64)
+            return HTTP_BAD_REQUEST;
+        size = (apr_size_t)len;
+        buf = apr_palloc(r->pool, size + 1);
+        apr_brigade_flatten(pair->value, buf, &size);
+        buf[size] = '\0';
+        which = buf;
+    }
+    if (!which)
+        return HTTP_BAD_REQUEST;
+    for (i = 0; i < reg->entries->nelts; i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
+        rs_state_t st;
+        if (strcmp(which, "all") != 0 && strcasecmp(which, e->id_hex) != 0)
+            continue;
+        if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
+            return HTTP_INTERNAL_SERVER_ERROR;
+        rs_cache_state_get(reg, r->server, e, &st, r->pool);
+        st.next_attempt = 0;
+        rs_cache_state_put(reg, r->server, e, &st, r->pool);
+        rs_cache_changed(reg, e);
+        apr_global_mutex_unlock(reg->mutex);
+        n++;
+    }
+    if (n == 0)
+        return HTTP_NOT_FOUND;
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r,
+                  "RS0501: refresh of %s requested by %s: %d certificate(s) due now",
+                  ap_escape_logitem(r->pool, which), r->useragent_ip, n);
+    ap_set_content_type(r, "application/json");
+    ap_rprintf(r, "{\"scheduled\":%d}\n", n);
+    return OK;
+}
+
+int rs_status_handler(request_rec *r)
+{
+    rs_registry_t *reg = rs_current_registry();
+    apr_time_t now = apr_time_now();
+    apr_array_header_t *rows;
+
+    if (!r->handler || strcmp(r->handler, HANDLER) != 0)
+        return DECLINED;
+    r->allowed = AP_METHOD_BIT << M_GET | AP_METHOD_BIT << M_POST;
+    if (!reg || !reg->mutex)
+        return HTTP_SERVICE_UNAVAILABLE;
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->method_number == M_POST)
+        return refresh(r, reg);
+    if (r->method_number != M_GET)
+        return HTTP_METHOD_NOT_ALLOWED;
+    if (r->header_only)
+        return OK;
+    rows = collect(reg, r, now);
+    if (r->args && (!strcmp(r->args, "json") || !strncmp(r->args, "json&", 5)))
+        emit_json(r, reg, rows, now);
+    else
+        emit_html(r, reg, rows, now);
+    return OK;
+}
+
+/* mod_status: a summary in server-status, and lines for ?auto. */
+int rs_status_hook(request_rec *r, int flags)
+{
+    rs_registry_t *reg = rs_current_registry();
+    apr_time_t now = apr_time_now(), oldest = 0, next = 0;
+    apr_array_header_t *rows;
+    int n[RS_CERT_NO_URL + 1], i, k;
+
+    if (!reg || !reg->mutex)
+        return OK;
+    rows = collect(reg, r, now);
+    counts(rows, n);
+    for (i = 0; i < rows->nelts; i++) {
+        const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
+        if (!row->e)
+            continue;
+        if (row->next_update > now && (!oldest || row->this_update < oldest))
+            oldest = row->this_update;
+        if (!next || row->st.next_attempt < next)
+            next = row->st.next_attempt;
+    }
+    if (next && next < now)
+        next = now;
+    if (flags & AP_STATUS_SHORT) {
+        for (k = 0; k <= RS_CERT_NO_URL; k++)
+            ap_rprintf(r, "ResilientStapling-%s: %d\n", rs_cert_state_name((rs_cert_state_e)k),
+                       n[k]);
+        ap_rprintf(r, "ResilientStapling-OldestResponseAge: %" APR_TIME_T_FMT "\n",
+                   oldest ? apr_time_sec(now - oldest) : 0);
+        ap_rprintf(r, "ResilientStapling-NextRenewalIn: %" APR_TIME_T_FMT "\n",
+                   next ? apr_time_sec(next - now) : 0);
+        return OK;
+    }
+    ap_rputs("<hr>\n<h2>Resilient OCSP stapling</h2>\n<table border=\"0\"><tr>", r);
+    for (k = 0; k <= RS_CERT_NO_URL; k++)
+        ap_rprintf(r, "<th>%s</th>", rs_cert_state_name((rs_cert_state_e)k));
+    ap_rputs("</tr><tr>", r);
+    for (k = 0; k <= RS_CERT_NO_URL; k++)
+        ap_rprintf(r, "<td>%d</td>", n[k]);
+    ap_rprintf(r, "</tr></table>\n<p>Oldest response stapled: %s UTC &middot; next renewal: "
+               "%s UTC</p>\n", html_time(r->pool, oldest), html_time(r->pool, next));
+    return OK;
+}
