@@ -41,6 +41,8 @@ LEAVES = {
     "shared": "good",        # one certificate in two vhosts
     "dual-ec": "good",       # one vhost with an ECDSA...
     "dual-rsa": "good",      # ...and an RSA certificate
+    "status": "good",        # walks through the states of the status page (VALIDITY)
+    "status-none": "unauthorized",  # never gets a good response
 }
 RSA = {"dual-rsa"}
 # A second CA with its own responder address (PORT+3): its "hang" leaves
@@ -51,7 +53,7 @@ for f in FAULTS:
     LEAVES["f-" + f] = f
 # seconds of validity of the responder's answers from the start (default 3600),
 # for the leaves whose tests watch renewals happen
-VALIDITY = {"renew": 8, "count": 6, "latency": 6}
+VALIDITY = {"renew": 8, "count": 6, "latency": 6, "status": 8}
 
 NOW = datetime.datetime.utcnow().replace(microsecond=0)
 LONG_AGO = NOW - datetime.timedelta(days=1)

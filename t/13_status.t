@@ -1,0 +1,126 @@
+# The status page (HTML and JSON), the refresh POST, server-status, the
+# alerts and ResilientStaplingNotifyCmd, through a scripted sequence of
+# responder faults on the "status" certificate (8 s responses).
+use strict;
+use warnings FATAL => 'all';
+use Apache::Test;
+use Apache::TestRequest qw(GET GET_BODY POST);
+use JSON::PP ();
+use lib 't/lib';
+use RSTest;
+use Time::HiRes qw(time sleep);
+
+plan tests => 41;
+
+sub status_json { JSON::PP::decode_json(GET_BODY('/rs-status?json')) }
+sub cn { ($_[0]{subject} =~ /CN=([^,]+)/)[0] }
+sub by_cn { my $j = shift // status_json(); return { map { cn($_) => $_ } @{ $j->{certificates} } } }
+sub notified { my $f = Apache::Test::vars()->{t_logs} . '/notify/notify.log';
+               -f $f ? RSTest::slurp($f) : '' }
+my %seen_html;
+sub html_states {
+    my $res = GET('/rs-status');
+    $seen_html{$_}++ for $res->content =~ /<tr class="([a-z-]+)">/g;
+    return $res;
+}
+
+# --- the JSON document and the states at rest
+my $j = status_json();
+my $c = by_cn($j);
+ok($j->{version} == 1 && $j->{generated} =~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+ok($c->{'good.rs.test'}{state} eq 'good');
+ok($c->{'revoked.rs.test'}{state} eq 'revoked');
+ok($c->{'noaia.rs.test'}{state} eq 'no-ocsp-url' && !defined $c->{'noaia.rs.test'}{id});
+my $none = $c->{'status-none.rs.test'};
+ok($none->{state} eq 'none' && $none->{last_ocsp_status} eq 'unauthorized'
+   && $none->{consecutive_failures} >= 1 && $none->{last_error} =~ /unauthorized/);
+ok($c->{'muststaple.rs.test'}{must_staple} && !$c->{'good.rs.test'}{must_staple});
+my @keys = qw(id vhosts subject serial issuer responder must_staple state this_update next_update
+              seconds_left next_attempt last_success last_attempt last_error last_ocsp_status
+              consecutive_failures fetches failures);
+ok(!grep { my $x = $_; grep { !exists $x->{$_} } @keys } @{ $j->{certificates} });
+my $sum = 0;
+$sum += $_ for values %{ $j->{summary} };
+ok($sum == @{ $j->{certificates} });
+ok(join(' ', sort @{ $c->{'shared.rs.test'}{vhosts} || [] }) eq 'shared1.rs.test shared2.rs.test');
+my $g = $c->{'good.rs.test'};
+ok($g->{responder} =~ m{^http://127\.0\.0\.1:\d+/good$} && $g->{fetches} >= 1 && $g->{seconds_left} > 3000
+   && $g->{issuer} eq 'CN=RS Test Root CA,O=RS Test' && $g->{id} =~ /^[0-9a-f]{40}$/);
+# worst first
+my @order = map { $_->{state} } @{ $j->{certificates} };
+my %rank = (expired => 0, none => 1, revoked => 2, 'stale-but-valid' => 3, good => 4, 'no-ocsp-url' => 5);
+ok(!grep { $rank{ $order[$_ - 1] } > $rank{ $order[$_] } } 1 .. $#order);
+html_states();
+
+# --- the scripted sequence: failing renewal -> stale -> expiring -> expired -> recovered
+RSTest::set_mode('status', 'http500');
+my $stale = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'};
+                                   $x->{state} eq 'stale-but-valid' && $x->{consecutive_failures} >= 1 && $x }, 8);
+ok($stale && $stale->{last_error} =~ /code=500/ && $stale->{fetches} > $stale->{failures});
+html_states();
+my $expired = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'}; $x->{state} eq 'expired' && $x }, 12);
+ok($expired && !defined $expired->{seconds_left});
+html_states();
+ok(RSTest::wait_for(sub { notified() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test,O=RS Test expired/m }, 5));
+RSTest::set_mode('status', 'good', 8);
+my $back = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'}; $x->{state} eq 'good' && $x }, 8);
+ok($back && $back->{consecutive_failures} == 0 && $back->{failures} >= $expired->{failures}
+   && $back->{fetches} > $expired->{fetches});
+ok(RSTest::wait_for(sub { notified() =~ /^recovered [0-9a-f]{40} CN=status\.rs\.test/m }, 5));
+my @expiring = notified() =~ /^(expiring [0-9a-f]{40} CN=status\.rs\.test.*)$/mg;
+ok(@expiring == 1) or print "# expiring notifications: " . scalar(@expiring) . "\n";  # once, not per child
+my @expired_n = notified() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test/mg;
+ok(@expired_n == 1);
+ok(notified() =~ /^revoked [0-9a-f]{40} CN=revoked\.rs\.test,O=RS Test revoked/m);
+my $log = RSTest::error_log();
+ok($log =~ /\[resilient_stapling:error\].*RS0212: OCSP response for CN=status\.rs\.test,.*last 25 %/);
+ok($log =~ /\[resilient_stapling:error\].*RS0210: OCSP response for CN=status\.rs\.test,.*expired/);
+ok($log =~ /\[resilient_stapling:notice\].*RS0213: OCSP stapling for CN=status\.rs\.test,.*recovered/);
+ok($log =~ /RS0403: ResilientStaplingNotifyCmd .*notify\.sh expiring CN=status\.rs\.test,O=RS Test exited with status 0/);
+
+# --- the HTML page rendered every state at some point
+my $res = html_states();
+ok($res->code == 200 && $res->header('Content-Type') =~ m{^text/html});
+ok(join(' ', sort keys %seen_html) eq 'expired good no-ocsp-url none revoked stale-but-valid')
+    or print "# states rendered: @{[ sort keys %seen_html ]}\n";
+ok($res->content =~ /Must-Staple/ && $res->content !~ /<script/i && $res->content !~ /https?:\/\/(?!127\.0\.0\.1)/);
+my $rows = () = $res->content =~ /<tr class=/g;
+ok($rows == @{ $j->{certificates} });
+
+# --- refresh: POST schedules a fetch now, GET never changes anything
+my $id = $g->{id};
+my $before = @{ RSTest::requests('good') };
+my $get = GET("/rs-status?refresh=$id");
+sleep 2;
+ok($get->code == 200 && @{ RSTest::requests('good') } == $before);
+my $post = POST('/rs-status', content => "refresh=$id");
+ok($post->code == 200 && $post->content =~ /"scheduled":1/);
+ok(RSTest::wait_for(sub { @{ RSTest::requests('good') } == $before + 1 }, 4));
+sleep 1.5;
+ok(@{ RSTest::requests('good') } == $before + 1);   # one fetch, not one per child
+ok(POST('/rs-status', content => 'refresh=' . ('0' x 40))->code == 404);
+ok(POST('/rs-status', content => 'other=1')->code == 400);
+ok(RSTest::error_log() =~ /RS0501: refresh of $id requested by 127\.0\.0\.1/);
+
+# --- Require applies to GET and POST
+ok(GET('/rs-status-closed?json')->code == 403);
+ok(POST('/rs-status-closed', content => 'refresh=all')->code == 403);
+
+# --- server-status
+my $auto = GET_BODY('/rs-server-status?auto');
+ok($auto =~ /^ResilientStapling-good: \d+$/m && $auto =~ /^ResilientStapling-no-ocsp-url: 1$/m
+   && $auto =~ /^ResilientStapling-OldestResponseAge: \d+$/m);
+ok(GET_BODY('/rs-server-status') =~ /<h2>Resilient OCSP stapling<\/h2>/);
+
+# --- counters are shared and survive a graceful restart
+my $fetches = by_cn()->{'good.rs.test'}{fetches};
+RSTest::graceful();
+my $after = by_cn()->{'good.rs.test'};
+ok($fetches >= 2 && $after->{fetches} == $fetches && $after->{state} eq 'good');
+
+# --- no log line per handshake: 20 handshakes of "good", nothing about it
+my $lines = () = RSTest::error_log() =~ /good\.rs\.test/g;
+RSTest::handshake('good') for 1 .. 20;
+my $lines_after = () = RSTest::error_log() =~ /good\.rs\.test/g;
+ok($lines_after == $lines);
+ok(RSTest::handshake('good')->{stapled});
