@@ -69,15 +69,22 @@ typedef struct {
     int alert_seen;                  /* rs_alert_e of this child's staple; scheduler thread only */
 } rs_entry_t;
 
-/* What the children of one server change often: in a small shared memory
- * segment, not in the cache (shmcb is a cyclic buffer: hot keys there push
- * other records out). The fetch slots are used under the global mutex; the
- * counters are atomic so a child can see cheaply whether anything changed. */
+/* What the children of one server change often lives in a shared memory
+ * segment, not in the cache: shmcb is a cyclic buffer, and records
+ * rewritten at every attempt there push other, still valid records out.
+ * The scheduling state and the slots are used under the global mutex; the
+ * version counters are atomic, so a child sees cheaply what changed. */
+typedef struct {
+    apr_uint32_t version;            /* bumped when its stored response changes */
+    apr_uint32_t present;            /* st was written */
+    rs_state_t st;
+} rs_shared_entry_t;
+
 typedef struct {
     apr_uint32_t generation;         /* bumped with any version */
-    apr_uint32_t version_unused;
+    apr_uint32_t unused;
     rs_slots_t slots;
-    apr_uint32_t version[];          /* per entry: bumped when its stored response changes */
+    rs_shared_entry_t entry[];       /* by rs_entry_t.index */
 } rs_shared_t;
 
 /* Everything of one configuration generation. Lives in pconf: modules are
@@ -115,8 +122,9 @@ typedef struct {
     int must_staple;
 } rs_skipped_t;
 
-/* mod_resilient_stapling_cache.c: the shared cache. The record functions
- * are called with the global mutex held. */
+/* mod_resilient_stapling_cache.c: the shared cache (responses) and the
+ * shared memory (state). The record functions are called with the global
+ * mutex held. */
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s);
 int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);

@@ -1,4 +1,5 @@
-/* rs_record.h: the byte layout of what the module keeps in the shared cache.
+/* rs_record.h: the byte layout of the scheduling state (kept in the store
+ * next to each response) and the cache keys.
  *
  * A shared cache may be memcached or Redis used by servers of different
  * builds, so the layout is explicit (little endian, versioned) and decoding
@@ -21,7 +22,6 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
  * one subcache and overflow its index. */
 #define RS_KEY_LEN (1 + RS_ID_LEN)
 #define RS_KEY_RESPONSE 'R'
-#define RS_KEY_STATE 'S'
 void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id);
 
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8]);

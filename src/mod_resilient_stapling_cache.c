@@ -24,12 +24,9 @@
 
 APLOG_USE_MODULE(resilient_stapling);
 
-/* Kept in the cache well past any response's lifetime; rewritten on every attempt. */
-#define STATE_TTL apr_time_from_sec(7 * 86400)
 /* Shared cache bytes per certificate: a response with a delegated signer
- * chain (up to ~4 KiB) plus its state record, with room for shmcb's
- * index and its cyclic buffer. */
-#define CACHE_BYTES_PER_CERT (12 * 1024)
+ * chain (up to ~4 KiB), with room for shmcb's index and cyclic buffer. */
+#define CACHE_BYTES_PER_CERT (8 * 1024)
 #define CACHE_BYTES_BASE (128 * 1024)
 
 static apr_status_t cache_destroy(void *data)
@@ -74,7 +71,7 @@ int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pcon
     }
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = RS_KEY_LEN;
-    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB, state records 250 bytes */
+    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB */
     hints.expiry_interval = apr_time_from_sec(3600);
     rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
     if (rv != APR_SUCCESS) {
@@ -91,25 +88,26 @@ int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pcon
 int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
                        apr_pool_t *p)
 {
-    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
-    unsigned int len = sizeof(buf);
-    rs_record_key(key, RS_KEY_STATE, e->cert->id);
-    if (reg->cache->retrieve(reg->cache_inst, s, key, RS_KEY_LEN, buf, &len, p) != APR_SUCCESS
-        || rs_state_decode(st, buf, len) != APR_SUCCESS) {
+    const rs_shared_entry_t *se = &reg->shared->entry[e->index];
+    (void)s;
+    (void)p;
+    if (!se->present) {
         rs_state_init(st);
         return 0;
     }
+    *st = se->st;
     return 1;
 }
 
 apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                                 const rs_state_t *st, apr_pool_t *p)
 {
-    unsigned char key[RS_KEY_LEN], buf[RS_STATE_WIRE_LEN];
-    rs_record_key(key, RS_KEY_STATE, e->cert->id);
-    rs_state_encode(st, buf);
-    return reg->cache->store(reg->cache_inst, s, key, RS_KEY_LEN, apr_time_now() + STATE_TTL,
-                             buf, sizeof(buf), p);
+    rs_shared_entry_t *se = &reg->shared->entry[e->index];
+    (void)s;
+    (void)p;
+    se->st = *st;
+    se->present = 1;
+    return APR_SUCCESS;
 }
 
 apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
@@ -138,14 +136,14 @@ apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry
 
 void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e)
 {
-    apr_atomic_inc32(&reg->shared->version[e->index]);
+    apr_atomic_inc32(&reg->shared->entry[e->index].version);
     apr_atomic_inc32(&reg->shared->generation);
 }
 
 int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s)
 {
     apr_size_t size = sizeof(rs_shared_t)
-                      + sizeof(apr_uint32_t) * (apr_size_t)reg->entries->nelts;
+                      + sizeof(rs_shared_entry_t) * (apr_size_t)reg->entries->nelts;
     /* anonymous: inherited by the children of this generation only */
     apr_status_t rv = apr_shm_create(&reg->shm, size, NULL, pconf);
     if (rv != APR_SUCCESS) {

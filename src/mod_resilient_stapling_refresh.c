@@ -124,40 +124,35 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
     }
 }
 
-/* Put back a valid response this child serves but the cache lost (and the
- * state that describes it). Caller holds the global mutex. */
-static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, int have_state,
-                       apr_time_t now, apr_pool_t *p)
+/* Put back a valid response this child serves but the cache lost (shmcb
+ * evicts the oldest records when it runs out of room). Caller holds the
+ * global mutex. */
+static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t now,
+                       apr_pool_t *p)
 {
     unsigned char *der;
     apr_size_t len, cached_len;
     apr_time_t this_update, next_update;
-    int have_resp;
 
     if (rs_staple_copy(e->staple, p, &der, &len, &this_update, &next_update) != APR_SUCCESS
-        || next_update <= now)
+        || next_update <= now || this_update < st->resp_this_update
+        || (st->resp_this_update
+            && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
+                                 &cached_len, p) == APR_SUCCESS))
         return;
-    have_resp = st->resp_this_update != 0
-                && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
-                                     &cached_len, p) == APR_SUCCESS;
-    if (have_state && have_resp)
+    if (rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
         return;
-    if (!have_resp && rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
-        return;
-    if (!have_state || st->resp_this_update < this_update) {
-        if (!have_state)
-            st->next_attempt = rs_sched_renew_at(&r->reg->sched, this_update, next_update,
-                                                 now, jitter());
+    if (st->resp_this_update != this_update) {
         st->resp_this_update = this_update;
         st->resp_next_update = next_update;
+        st->resp_revoked = rs_staple_revoked(e->staple);
+        rs_cache_state_put(r->reg, r->s, e, st, p);
     }
-    rs_cache_state_put(r->reg, r->s, e, st, p);
     rs_cache_changed(r->reg, e);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                 "RS0222: the shared cache %s had lost the %s for %s; put back the one "
+                 "RS0222: the shared cache %s had lost the response for %s; put back the one "
                  "valid until %s (a larger cache avoids this)", r->reg->cache_desc,
-                 have_state ? "response" : "state", e->cert->subject,
-                 fmt_time(p, next_update));
+                 e->cert->subject, fmt_time(p, next_update));
 }
 
 /* Pick up what other children stored. Which certificates changed is read
@@ -180,24 +175,24 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
     r->synced = 1;
     for (i = 0; i < entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
-        apr_uint32_t version = apr_atomic_read32(&r->reg->shared->version[e->index]);
+        apr_uint32_t version = apr_atomic_read32(&r->reg->shared->entry[e->index].version);
         apr_time_t this_update, next_update;
         rs_state_t st;
         apr_size_t len;
-        int have_state, in_flight;
+        int in_flight;
 
         if (!audit && version == e->seen_version)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
-        have_state = rs_cache_state_get(r->reg, r->s, e, &st, p);
+        rs_cache_state_get(r->reg, r->s, e, &st, p);
         apr_thread_mutex_lock(r->lock);
         in_flight = e->in_flight;
         if (!in_flight) /* may move earlier: a refresh requested on the status page */
             e->local_next = st.next_attempt;
         apr_thread_mutex_unlock(r->lock);
         if (audit && !in_flight)
-            repopulate(r, e, &st, have_state, now, p);
+            repopulate(r, e, &st, now, p);
         rs_staple_times(e->staple, &this_update, &next_update);
         if (st.resp_this_update && st.resp_this_update != this_update
             && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
