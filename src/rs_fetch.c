@@ -14,6 +14,7 @@
 #define POLL_SLICE_MS 100
 
 typedef struct {
+    apr_pool_t *pool;
     const rs_fetch_opts_t *opts;
     apr_time_t deadline;
     char *err;
@@ -97,7 +98,9 @@ static apr_status_t connect_bio(fetch_t *f, const char *host, const char *port, 
     *pbio = NULL;
     if (!bio)
         return APR_ENOMEM;
-    BIO_set_conn_hostname(bio, host);
+    /* an IPv6 literal goes in brackets, or its colons read as a port */
+    BIO_set_conn_hostname(bio, strchr(host, ':') ? apr_pstrcat(f->pool, "[", host, "]", NULL)
+                                                  : host);
     BIO_set_conn_port(bio, port);
     BIO_set_nbio(bio, 1);
     for (;;) {
@@ -137,6 +140,7 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
     *pbody = NULL;
     *plen = 0;
     err[0] = '\0';
+    f.pool = p;
     f.opts = opts;
     f.deadline = apr_time_now() + opts->timeout;
     f.err = err;
@@ -170,7 +174,10 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
 
     rv = APR_EGENERAL;
     rctx = OSSL_HTTP_REQ_CTX_new(bio, bio, 0);
-    hosthdr = strcmp(port, "80") == 0 ? host : apr_pstrcat(p, host, ":", port, NULL);
+    {
+        const char *h = strchr(host, ':') ? apr_pstrcat(p, "[", host, "]", NULL) : host;
+        hosthdr = strcmp(port, "80") == 0 ? h : apr_pstrcat(p, h, ":", port, NULL);
+    }
     if (!rctx
         /* through a proxy the request line carries the absolute URI */
         || !OSSL_HTTP_REQ_CTX_set_request_line(rctx, 1, phost ? host : NULL,

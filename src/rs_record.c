@@ -101,7 +101,8 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
     p = get32(p, &u); st->last_verdict = (apr_int32_t)u;
     p = get32(p, &u); st->last_resp_status = (apr_int32_t)u;
     errlen = (size_t)p[0] | (size_t)p[1] << 8;
-    if (errlen >= RS_ERR_LEN)
+    /* a NUL inside the text would make it re-encode differently (fuzzing) */
+    if (errlen >= RS_ERR_LEN || memchr(p + 2, 0, errlen))
         return APR_EINVAL;
     memcpy(st->last_error, p + 2, errlen);
     st->last_error[errlen] = '\0';

@@ -32,6 +32,14 @@ my %why = (
     nonextupdate     => qr/no-nextupdate/,
     wrongtype        => qr/transport \(HTTP exchange failed: unexpected content type/,
     refused          => qr/transport \(cannot connect to 127\.0\.0\.1:\d+/,
+    # hostile responders
+    huge             => qr/transport \(HTTP exchange failed: (response too large|max resp len exceeded)/,
+    trickle          => qr/transport \(HTTP exchange: timed out after 2000 ms\)/,
+    clmore           => qr/transport \(HTTP exchange failed: inconsistent content length/,
+    clless           => qr/transport \(HTTP exchange failed: inconsistent content length/,
+    chunked          => qr/transport \(HTTP exchange failed/,
+    redirect         => qr/transport \(HTTP exchange failed: redirection not (allowed|supported|enabled)/,
+    noread           => qr/transport \(HTTP exchange: timed out after 2000 ms\)/,
 );
 my @faults = sort keys %why;
 plan tests => 5 * @faults;

@@ -2,14 +2,17 @@
 """The project's test OCSP responder: answers for the leaves of t/pki/mkpki.py,
 each in a mode switchable at run time, and logs every request.
 
-usage: ocsp_responder.py PKIDIR PORT   (also listens on PORT+3 for the second CA)
+usage: ocsp_responder.py PKIDIR PORT
+  also: PORT+1 (f-refused, closed in mode "refused"), PORT+3 (the second CA),
+  PORT+4 (accepts and never reads), [::1]:PORT+5 (the IPv6 leaf)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
   GET  /_ctl/set?name=L&mode=M[&validity=S]   switch a leaf (name=* for all)
   GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
   GET  /_ctl/ping
 Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
 garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
-expired notyetvalid nonextupdate wrongtype refused.
+expired notyetvalid nonextupdate wrongtype refused huge trickle clmore clless
+chunked redirect.
 "refused" closes the second listener on PORT+1 (used by the f-refused leaf), so
 connecting is refused for real.
 Listens on 127.0.0.1 only.
@@ -192,6 +195,67 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "slow":
             time.sleep(1.0)
         der = build(leaf, mode if mode not in ("slow", "refused") else "good", validity)
+        if mode == "huge":
+            # 100 MB announced and sent (while the client reads): the size cap must cut it
+            chunk = b"0" * 65536
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(100 * 1024 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(1600):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        if mode == "trickle":
+            # a good response at 1 byte/s: the total deadline must hold
+            body = build(leaf, "good", validity)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for b in body:
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        if mode == "clmore":
+            # Content-Length says more than is sent, then the connection stays open
+            body = build(leaf, "good", validity)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(len(body) + 100))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            time.sleep(30)
+            self.close_connection = True
+            return
+        if mode == "clless":
+            # Content-Length says less than the DER that follows
+            body = build(leaf, "good", validity)
+            return self.reply(200, body, length=len(body) - 10)
+        if mode == "chunked":
+            body = build(leaf, "good", validity)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+            self.close_connection = True
+            return
+        if mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:%d/good" % PORT)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if mode == "truncated":
             # a correct Content-Length for a body cut in half: framing is fine,
             # the DER is not
@@ -223,8 +287,33 @@ def update_refused_listener():
         REFUSED["server"] = None
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+class NeverReadHandler(Handler):
+    """PORT+4: while f-noread is in mode "noread", accept and never read or
+    answer (until the client gives up); otherwise a normal responder."""
+
+    def handle(self):
+        if mode_of("f-noread") != "noread":
+            return Handler.handle(self)
+        with LOCK:
+            LOG["f-noread"].append({"t": time.time(), "mode": "noread"})
+        poller = select.poll()
+        poller.register(self.connection, select.POLLRDHUP)
+        poller.poll(30000)
+
+
 def main():
     srv = Server(("127.0.0.1", PORT), Handler)
+    srv4 = Server(("127.0.0.1", PORT + 4), NeverReadHandler)
+    threading.Thread(target=srv4.serve_forever, daemon=True).start()
+    try:  # the IPv6 literal URL leaf, on [::1]:PORT+5
+        srv6 = Server6(("::1", PORT + 5), Handler)
+        threading.Thread(target=srv6.serve_forever, daemon=True).start()
+    except OSError:
+        pass
     # the second CA's responder: another address, same leaves table
     srv2 = Server(("127.0.0.1", PORT + 3), Handler)
     threading.Thread(target=srv2.serve_forever, daemon=True).start()

@@ -63,6 +63,10 @@ static void test_rejects_foreign_records(void **state)
     buf[RS_STATE_WIRE_LEN - RS_ERR_LEN - 2] = 0xff;
     buf[RS_STATE_WIRE_LEN - RS_ERR_LEN - 1] = 0x00;
     assert_int_not_equal(rs_state_decode(&b, buf, sizeof(buf)), APR_SUCCESS);
+    /* a NUL inside the declared error text (found by fuzzing) */
+    buf[RS_STATE_WIRE_LEN - RS_ERR_LEN - 2] = 4;
+    memcpy(buf + RS_STATE_WIRE_LEN - RS_ERR_LEN, "ab\0d", 4);
+    assert_int_not_equal(rs_state_decode(&b, buf, sizeof(buf)), APR_SUCCESS);
 }
 
 static void test_error_text_is_bounded(void **state)

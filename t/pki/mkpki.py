@@ -23,7 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, AuthorityInforma
 FAULTS = ["unauthorized", "trylater", "internalerror", "malformedrequest", "garbage",
           "truncated", "empty", "http500", "close", "hang", "wrongcert", "badsig",
           "wrongsigner", "unknown", "expired", "notyetvalid", "nonextupdate",
-          "wrongtype", "refused"]
+          "wrongtype", "refused",
+          # hostile responders
+          "huge", "trickle", "clmore", "clless", "chunked", "redirect", "noread"]
 LEAVES = {
     "good": "good",          # the everyday certificate
     "muststaple": "good",    # carries the TLS feature status_request
@@ -47,13 +49,23 @@ LEAVES = {
 RSA = {"dual-rsa"}
 # A second CA with its own responder address (PORT+3): its "hang" leaves
 # must not hold up the first CA's fetches.
-CA2_LEAVES = {"ca2-hang1": "hang", "ca2-hang2": "hang", "ca2-hang3": "hang", "ca2-good": "good"}
+CA2_LEAVES = {"ca2-hang%d" % i: "hang" for i in range(1, 6)}
+CA2_LEAVES["ca2-good"] = "good"
 LEAVES.update(CA2_LEAVES)
 for f in FAULTS:
     LEAVES["f-" + f] = f
 # seconds of validity of the responder's answers from the start (default 3600),
 # for the leaves whose tests watch renewals happen
 VALIDITY = {"renew": 8, "count": 6, "latency": 6, "status": 8}
+# Where a leaf's AIA points when it is not PORT/<name>
+SPECIAL_URL = {
+    "f-refused": "http://127.0.0.1:{p1}/f-refused",
+    "f-noread": "http://127.0.0.1:{p4}/f-noread",
+    "unresolvable": "http://ocsp.nonexistent.invalid/unresolvable",
+    "ipv6": "http://[::1]:{p5}/ipv6",
+}
+LEAVES["unresolvable"] = "good"
+LEAVES["ipv6"] = "good"
 
 NOW = datetime.datetime.utcnow().replace(microsecond=0)
 LONG_AGO = NOW - datetime.timedelta(days=1)
@@ -115,6 +127,7 @@ def keypem(k):
 def main():
     out, port = sys.argv[1], int(sys.argv[2])
     if len(sys.argv) > 3:
+        SPECIAL_URL.clear()
         LEAVES.clear()
         CA2_LEAVES.clear()
         VALIDITY.clear()
@@ -149,8 +162,9 @@ def main():
                 (x509.SubjectAlternativeName([x509.DNSName(dns)]), False),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]
         in_ca2 = leaf in CA2_LEAVES
-        url = "http://127.0.0.1:%d/%s" % (
-            port + 1 if leaf == "f-refused" else port + 3 if in_ca2 else port, leaf)
+        url = "http://127.0.0.1:%d/%s" % (port + 3 if in_ca2 else port, leaf)
+        if leaf in SPECIAL_URL:
+            url = SPECIAL_URL[leaf].format(p1=port + 1, p4=port + 4, p5=port + 5)
         if leaf == "forceurl":
             url = "http://127.0.0.1:9/nowhere"  # discard port: nothing answers
         if mode is not None:

@@ -1,0 +1,26 @@
+/* libFuzzer target: bytes from a state file or a shared cache ->
+ * rs_state_decode(). Whatever it accepts must encode back to the same bytes
+ * and carry a terminated error text. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_record.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    rs_state_t st;
+    unsigned char again[RS_STATE_WIRE_LEN];
+
+    if (rs_state_decode(&st, data, size) != APR_SUCCESS)
+        return 0;
+    if (strnlen(st.last_error, RS_ERR_LEN) >= RS_ERR_LEN)
+        abort();
+    rs_state_encode(&st, again);
+    /* the padding after the error text is not significant */
+    if (memcmp(again, data, RS_STATE_WIRE_LEN - RS_ERR_LEN + strlen(st.last_error)) != 0)
+        abort();
+    return 0;
+}
