@@ -65,6 +65,8 @@ typedef struct {
     rs_staple_t *staple;
     apr_time_t local_next;           /* when this child next looks at it; refresher lock */
     int in_flight;                   /* a worker is fetching it; refresher lock */
+    int cache_lost;                  /* nothing here, and the cache lost the stored
+                                        response: fetch for this child; refresher lock */
     apr_uint32_t seen_version;       /* rs_shared_t.version last synced; scheduler thread only */
     int alert_seen;                  /* rs_alert_e of this child's staple; scheduler thread only */
 } rs_entry_t;

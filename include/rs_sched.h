@@ -39,10 +39,11 @@ typedef struct {
 
 void rs_state_init(rs_state_t *st);
 
-/* Take the fetch lease if the certificate is due and nobody else holds a
- * live lease; 1 if the caller (owner) may fetch now. */
+/* Take the fetch lease if the certificate is due (or force) and nobody else
+ * holds a live lease; 1 if the caller (owner) may fetch now. force: the
+ * caller has nothing to staple and cannot get the stored response. */
 int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
-                   const rs_sched_conf_t *conf);
+                   const rs_sched_conf_t *conf, int force);
 
 /* A verified response was fetched. replaced says whether it became the
  * stored one (or the stored one was newer). jitter is uniform in [-1, 1]. */

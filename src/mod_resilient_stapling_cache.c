@@ -28,6 +28,8 @@ APLOG_USE_MODULE(resilient_stapling);
  * chain (up to ~4 KiB), with room for shmcb's index and cyclic buffer. */
 #define CACHE_BYTES_PER_CERT (8 * 1024)
 #define CACHE_BYTES_BASE (128 * 1024)
+/* Below this a shmcb evicts valid responses under normal renewal traffic. */
+#define RS_MIN_BYTES_PER_CERT (4 * 1024)
 
 static apr_status_t cache_destroy(void *data)
 {
@@ -37,6 +39,24 @@ static apr_status_t cache_destroy(void *data)
         reg->cache_inst = NULL;
     }
     return APR_SUCCESS;
+}
+
+/* An admin-sized shmcb that cannot hold a response per certificate evicts
+ * valid responses; children put them back (RS0222), but say so at startup. */
+static void warn_if_small(rs_registry_t *reg, const char *name, const char *args,
+                          server_rec *s)
+{
+    const char *open = args ? strrchr(args, '(') : NULL;
+    apr_int64_t size, need = (apr_int64_t)reg->entries->nelts * RS_MIN_BYTES_PER_CERT;
+    if (strcmp(name, "shmcb") != 0 || !open)
+        return;
+    size = apr_atoi64(open + 1);
+    if (size > 0 && size < need)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "RS0012: ResilientStaplingCache %s: %" APR_INT64_T_FMT " bytes is small for "
+                     "%d certificates (at least %" APR_INT64_T_FMT " recommended): valid "
+                     "responses will be evicted and put back by the children (RS0222)",
+                     reg->cache_desc, size, reg->entries->nelts, need);
 }
 
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
@@ -82,6 +102,7 @@ int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pcon
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
+    warn_if_small(reg, name, args, s);
     return OK;
 }
 

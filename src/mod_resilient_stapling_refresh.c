@@ -194,13 +194,25 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         if (audit && !in_flight)
             repopulate(r, e, &st, now, p);
         rs_staple_times(e->staple, &this_update, &next_update);
-        if (st.resp_this_update && st.resp_this_update != this_update
-            && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
-                   == APR_SUCCESS) {
-            pickup_t *pk = apr_array_push(fresh);
-            pk->e = e;
-            pk->der = apr_pmemdup(p, r->scratch, len);
-            pk->len = len;
+        if (st.resp_this_update && st.resp_this_update != this_update) {
+            if (rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
+                == APR_SUCCESS) {
+                pickup_t *pk = apr_array_push(fresh);
+                pk->e = e;
+                pk->der = apr_pmemdup(p, r->scratch, len);
+                pk->len = len;
+            }
+            else if (next_update <= now && st.resp_next_update > now && !in_flight) {
+                /* a valid response exists but the cache evicted it before this
+                 * child got it: fetch it here rather than staple nothing */
+                apr_thread_mutex_lock(r->lock);
+                e->cache_lost = 1;
+                e->local_next = now;
+                apr_thread_mutex_unlock(r->lock);
+                ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
+                             "RS0223: the response for %s is gone from the shared cache; "
+                             "fetching it for this child", e->cert->subject);
+            }
         }
         apr_global_mutex_unlock(r->reg->mutex);
         e->seen_version = version;
@@ -390,6 +402,7 @@ done:
     if (next_attempt)
         e->local_next = next_attempt;
     e->in_flight = 0;
+    e->cache_lost = 0;
     apr_thread_cond_signal(r->cond);
     apr_thread_mutex_unlock(r->lock);
     return NULL;
@@ -406,11 +419,12 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
     for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         rs_state_t st;
-        int claimed, skip, slot = RS_SLOTS_FULL;
+        int claimed, skip, force, slot = RS_SLOTS_FULL;
         task_t *t;
 
         apr_thread_mutex_lock(r->lock);
         skip = e->in_flight || e->local_next > now;
+        force = e->cache_lost;
         apr_thread_mutex_unlock(r->lock);
         for (k = 0; !skip && k < nfull; k++)
             skip = full[k] == e->responder;
@@ -419,7 +433,7 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
         rs_cache_state_get(r->reg, r->s, e, &st, p);
-        claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched);
+        claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched, force);
         if (claimed) {
             /* due and free: now it needs one of the server's fetch slots */
             slot = rs_slots_take(&r->reg->shared->slots, r->reg->max_fetches, e->responder,

@@ -15,9 +15,9 @@ void rs_state_init(rs_state_t *st)
 }
 
 int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
-                   const rs_sched_conf_t *conf)
+                   const rs_sched_conf_t *conf, int force)
 {
-    if (st->next_attempt > now)
+    if (st->next_attempt > now && !force)
         return 0;
     /* A lease outlives a fetch that crashed its child, but only until it expires. */
     if (st->lease_until > now && st->lease_owner != owner)

@@ -13,7 +13,7 @@ use RSTest;
 use Time::HiRes qw(time sleep);
 
 my $N = $ENV{RS_SCALE} // 1000;
-plan tests => 6, sub { $N > 0 };
+plan tests => 9, sub { $N > 0 };
 
 my $vars = Apache::Test::vars();
 my $dir = "$vars->{t_dir}/pki/scale";
@@ -29,7 +29,9 @@ END { kill 'TERM', $responder if $responder && $$ == $main_pid; }
 
 my $loads = RSTest::slurp("$vars->{t_dir}/inherit.conf");
 sub write_conf {
-    my $on = shift;
+    my ($on, $n, $cache) = @_;
+    $n //= $N;
+    $cache = $cache ? "ResilientStaplingCache $cache\n" : '';
     my $user = $< == 0 ? "User nobody\nGroup nogroup\n" : '';
     my $conf = <<"EOC";
 ServerRoot $root
@@ -46,8 +48,9 @@ MaxRequestWorkers 50
 Listen 127.0.0.1:$sport
 ResilientStapling $on
 ResilientStaplingStore $root/store
+$cache
 EOC
-    for my $i (0 .. $N - 1) {
+    for my $i (0 .. $n - 1) {
         my $l = sprintf 's%04d', $i;
         $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
                . " SSLCertificateFile $dir/$l.crt\n SSLCertificateKeyFile $dir/$l.key\n"
@@ -125,6 +128,30 @@ ok($requests == $N) or print "# $requests requests for $N certificates\n";
 my $cache_line = (RSTest::slurp($log) =~ /(RS0006: .*)/)[0] // '';
 ok($cache_line =~ /stapling $N certificate/);
 ok(RSTest::slurp($log) !~ /RS0204|RS0222|\[resilient_stapling:error\]/);
+stop();
+
+# --- a deliberately small cache: 60 responses (~42 KB) in 20 KB of shmcb.
+# Startup says so; the children keep serving their own copies and put back
+# what the cache evicts, so every certificate is stapled in every child.
+my $n = $N < 60 ? $N : 60;
+remove_tree("$root/store");
+write_conf('on', $n, "shmcb:$root/logs/small(20480)");
+start();
+ok(RSTest::slurp($log) =~ /RS0012: ResilientStaplingCache shmcb:.*small\(20480\).* is small for $n certificates/);
+sleep 20;   # one audit round (15 s) after the initial fetches
+my $small_ok = 0;
+for my $round (1 .. 2) {   # two children: twice each name
+    for my $i (0 .. $n - 1) {
+        my $l = sprintf 's%04d', $i;
+        my $out = `openssl s_client -connect 127.0.0.1:$sport -servername $l.rs.test -status -CAfile $dir/ca.crt </dev/null 2>&1`;
+        $small_ok++ if $out =~ /Cert Status: good/;
+    }
+}
+my $put_back = () = RSTest::slurp($log) =~ /RS0222: /g;
+printf "# small cache: %d of %d handshakes stapled, %d responses put back after eviction\n",
+    $small_ok, 2 * $n, $put_back;
+ok($small_ok == 2 * $n);
+ok(RSTest::slurp($log) !~ /\[resilient_stapling:error\]/);
 stop();
 
 printf "# %d certificates: startup %.2f s with the module, %.2f s without (+%.2f s)\n",

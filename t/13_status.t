@@ -119,7 +119,8 @@ ok(GET_BODY('/rs-server-status') =~ /<h2>Resilient OCSP stapling<\/h2>/);
 my $fetches = by_cn()->{'good.rs.test'}{fetches};
 RSTest::graceful();
 my $after = by_cn()->{'good.rs.test'};
-ok($fetches >= 2 && $after->{fetches} == $fetches && $after->{state} eq 'good');
+ok($fetches >= 2 && $after->{fetches} == $fetches && $after->{state} eq 'good')
+    or print "# fetches before $fetches, after: " . JSON::PP->new->canonical->encode($after) . "\n";
 
 # --- no log line per handshake: 20 handshakes of "good", nothing about it
 my $lines = () = RSTest::error_log() =~ /good\.rs\.test/g;

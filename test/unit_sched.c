@@ -71,14 +71,16 @@ static void test_lease(void **state)
     rs_state_t st;
     (void)state;
     rs_state_init(&st);
-    assert_true(rs_state_claim(&st, 111, S(10), &conf)); /* new: due at once */
+    assert_true(rs_state_claim(&st, 111, S(10), &conf, 0)); /* new: due at once */
     assert_int_equal(st.lease_until, S(30));
-    assert_false(rs_state_claim(&st, 222, S(15), &conf)); /* held by another child */
-    assert_true(rs_state_claim(&st, 111, S(15), &conf));  /* its own */
-    assert_true(rs_state_claim(&st, 222, S(36), &conf));  /* holder died: expired (15 + 20) */
+    assert_false(rs_state_claim(&st, 222, S(15), &conf, 0)); /* held by another child */
+    assert_true(rs_state_claim(&st, 111, S(15), &conf, 0));  /* its own */
+    assert_true(rs_state_claim(&st, 222, S(36), &conf, 0));  /* holder died: expired (15 + 20) */
     st.next_attempt = S(100);
     st.lease_until = 0;
-    assert_false(rs_state_claim(&st, 222, S(50), &conf)); /* not due */
+    assert_false(rs_state_claim(&st, 222, S(50), &conf, 0)); /* not due */
+    assert_true(rs_state_claim(&st, 222, S(50), &conf, 1));  /* forced: cache lost it */
+    assert_false(rs_state_claim(&st, 333, S(51), &conf, 1)); /* forced, but leased */
 }
 
 static void test_success_and_failure(void **state)
@@ -88,7 +90,7 @@ static void test_success_and_failure(void **state)
                              .this_update = S(1000), .next_update = S(1000 + 86400)};
     (void)state;
     rs_state_init(&st);
-    assert_true(rs_state_claim(&st, 1, S(1000), &conf));
+    assert_true(rs_state_claim(&st, 1, S(1000), &conf, 0));
     rs_state_success(&st, S(1000), &good, 1, &conf, 0.0);
     assert_int_equal(st.lease_until, 0);
     assert_int_equal(st.resp_this_update, S(1000));

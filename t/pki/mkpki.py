@@ -45,6 +45,8 @@ LEAVES = {
     "dual-rsa": "good",      # ...and an RSA certificate
     "status": "good",        # walks through the states of the status page (VALIDITY)
     "status-none": "unauthorized",  # never gets a good response
+    "coexist-ssl": "good",   # a vhost that also has mod_ssl's SSLUseStapling on
+    "coexist-md": "good",    # a vhost that mod_md staples too (MDStapling on)
 }
 RSA = {"dual-rsa"}
 # A second CA with its own responder address (PORT+3): its "hang" leaves
