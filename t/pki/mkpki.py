@@ -46,7 +46,8 @@ LEAVES = {
     "status": "good",        # walks through the states of the status page (VALIDITY)
     "status-none": "unauthorized",  # never gets a good response
     "coexist-ssl": "good",   # a vhost that also has mod_ssl's SSLUseStapling on
-    "coexist-md": "good",    # a vhost that mod_md staples too (MDStapling on)
+    "coexist-md": "good",    # an MDomain with MDStapling on and ResilientStapling on...
+    "coexist-mdoff": "good", # ...and one with ResilientStapling off: mod_md staples it
 }
 RSA = {"dual-rsa"}
 # A second CA with its own responder address (PORT+3): its "hang" leaves
