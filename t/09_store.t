@@ -8,7 +8,7 @@ use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-plan tests => 12;
+plan tests => 14;
 
 my $dir = RSTest::store_dir();
 sub file_of { "$dir/" . RSTest::cert_id(shift) . '.der' }
@@ -23,6 +23,12 @@ sub put {
 # everything below has a valid stored response by now
 ok(RSTest::wait_for(sub { -f file_of('muststaple') && -f file_of('slow') && -f file_of('forceurl')
                           && -f file_of('good') && -f file_of('renew') }, 5));
+
+# private: 0700 directory, 0600 files, owned by the children's user
+my @d = stat $dir;
+my @f = stat file_of('good');
+ok(($d[2] & 0777) == 0700 && ($f[2] & 0777) == 0600);
+ok($< != 0 || ($f[4] == scalar(getpwnam('nobody')) && $d[4] == $f[4]));
 
 # an expired one: the responder fails until the 8 s response has expired
 RSTest::set_mode('renew', 'http500');

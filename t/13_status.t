@@ -122,9 +122,12 @@ my $after = by_cn()->{'good.rs.test'};
 ok($fetches >= 2 && $after->{fetches} == $fetches && $after->{state} eq 'good')
     or print "# fetches before $fetches, after: " . JSON::PP->new->canonical->encode($after) . "\n";
 
-# --- no log line per handshake: 20 handshakes of "good", nothing about it
-my $lines = () = RSTest::error_log() =~ /good\.rs\.test/g;
+# --- no log line per handshake: 20 handshakes of "good", nothing about it.
+# Children of the new generation may still be starting (slowly under ASan)
+# and log their pickup of the stored response (RS0221): not per handshake.
+sleep 2;
+my $about_good = sub { scalar grep { /good\.rs\.test/ && !/RS0221/ } split /\n/, RSTest::error_log() };
+my $lines = $about_good->();
 RSTest::handshake('good') for 1 .. 20;
-my $lines_after = () = RSTest::error_log() =~ /good\.rs\.test/g;
-ok($lines_after == $lines);
+ok($about_good->() == $lines);
 ok(RSTest::handshake('good')->{stapled});
