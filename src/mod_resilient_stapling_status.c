@@ -27,9 +27,12 @@ APLOG_USE_MODULE(resilient_stapling);
 #define HANDLER "resilient-stapling-status"
 #define MAX_FORM_BYTES 4096
 
+/* One line of the page: a managed certificate (e) or one without a
+ * responder URL (id and url NULL). */
 typedef struct {
-    const rs_entry_t *e;           /* NULL for a skipped certificate */
-    const rs_skipped_t *skipped;
+    const rs_entry_t *e;
+    const char *id, *url, *subject, *serial, *issuer, *vhosts;
+    int must_staple;
     rs_state_t st;
     rs_cert_state_e state;
     apr_time_t this_update, next_update;
@@ -38,12 +41,10 @@ typedef struct {
 static int worst_first(const void *a, const void *b)
 {
     const row_t *x = a, *y = b;
-    int mx = x->e ? x->e->cert->must_staple : x->skipped->must_staple;
-    int my = y->e ? y->e->cert->must_staple : y->skipped->must_staple;
     if (x->state != y->state)
         return (int)x->state - (int)y->state;
-    if (mx != my)
-        return my - mx; /* Must-Staple first: it is the one that breaks */
+    if (x->must_staple != y->must_staple)
+        return y->must_staple - x->must_staple; /* Must-Staple first: it is what breaks */
     return x->next_update < y->next_update ? -1 : x->next_update > y->next_update;
 }
 
@@ -57,6 +58,13 @@ static apr_array_header_t *collect(rs_registry_t *reg, request_rec *r, apr_time_
         row_t *row = apr_array_push(rows);
         memset(row, 0, sizeof(*row));
         row->e = e;
+        row->id = e->id_hex;
+        row->url = e->url;
+        row->subject = e->cert->subject;
+        row->serial = e->cert->serial;
+        row->issuer = e->cert->issuer_name;
+        row->vhosts = e->vhosts;
+        row->must_staple = e->cert->must_staple;
         if (reg->mutex && apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
             rs_cache_state_get(reg, r->server, e, &row->st, r->pool);
             apr_global_mutex_unlock(reg->mutex);
@@ -71,9 +79,14 @@ static apr_array_header_t *collect(rs_registry_t *reg, request_rec *r, apr_time_
                                         reg->sched.renew_window_pct, now);
     }
     for (i = 0; reg->skipped && i < reg->skipped->nelts; i++) {
+        const rs_skipped_t *sk = &APR_ARRAY_IDX(reg->skipped, i, rs_skipped_t);
         row_t *row = apr_array_push(rows);
         memset(row, 0, sizeof(*row));
-        row->skipped = &APR_ARRAY_IDX(reg->skipped, i, rs_skipped_t);
+        row->subject = sk->subject;
+        row->serial = sk->serial;
+        row->issuer = sk->issuer;
+        row->vhosts = sk->vhost;
+        row->must_staple = sk->must_staple;
         rs_state_init(&row->st);
         row->state = RS_CERT_NO_URL;
     }
@@ -121,28 +134,11 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
     for (i = 0; i < rows->nelts; i++) {
         const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
         const rs_state_t *st = &row->st;
-        const char *vhosts, *subject, *serial, *issuer, *id = NULL, *url = NULL, *status;
-        int must;
+        const char *status;
         char *v, *last;
-        if (row->e) {
-            vhosts = row->e->vhosts;
-            subject = row->e->cert->subject;
-            serial = row->e->cert->serial;
-            issuer = row->e->cert->issuer_name;
-            id = row->e->id_hex;
-            url = row->e->url;
-            must = row->e->cert->must_staple;
-        }
-        else {
-            vhosts = row->skipped->vhost;
-            subject = row->skipped->subject;
-            serial = row->skipped->serial;
-            issuer = row->skipped->issuer;
-            must = row->skipped->must_staple;
-        }
         ap_rprintf(r, "%s{\"id\":%s,\"vhosts\":[", i ? "," : "",
-                   id ? rs_json_string(p, id) : "null");
-        for (k = 0, v = apr_strtok(apr_pstrdup(p, vhosts), " ", &last); v;
+                   row->id ? rs_json_string(p, row->id) : "null");
+        for (k = 0, v = apr_strtok(apr_pstrdup(p, row->vhosts), " ", &last); v;
              v = apr_strtok(NULL, " ", &last), k++)
             ap_rprintf(r, "%s%s", k ? "," : "", rs_json_string(p, v));
         status = last_ocsp_status(st);
@@ -152,9 +148,9 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    "\"seconds_left\":%s,\"next_attempt\":%s,\"last_success\":%s,"
                    "\"last_attempt\":%s,\"last_error\":%s,\"last_ocsp_status\":%s,"
                    "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u}",
-                   rs_json_string(p, subject), rs_json_string(p, serial),
-                   rs_json_string(p, issuer), url ? rs_json_string(p, url) : "null",
-                   must ? "true" : "false", rs_cert_state_name(row->state),
+                   rs_json_string(p, row->subject), rs_json_string(p, row->serial),
+                   rs_json_string(p, row->issuer), row->url ? rs_json_string(p, row->url) : "null",
+                   row->must_staple ? "true" : "false", rs_cert_state_name(row->state),
                    json_time(p, row->this_update), json_time(p, row->next_update),
                    row->next_update > now
                        ? apr_psprintf(p, "%" APR_TIME_T_FMT,
@@ -216,23 +212,18 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
         const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
         const rs_state_t *st = &row->st;
         const char *name = rs_cert_state_name(row->state);
-        const char *subject = row->e ? row->e->cert->subject : row->skipped->subject;
-        const char *serial = row->e ? row->e->cert->serial : row->skipped->serial;
-        const char *issuer = row->e ? row->e->cert->issuer_name : row->skipped->issuer;
-        const char *vhosts = row->e ? row->e->vhosts : row->skipped->vhost;
-        int must = row->e ? row->e->cert->must_staple : row->skipped->must_staple;
         const char *status = last_ocsp_status(st);
         ap_rprintf(r,
                    "<tr class=\"%s\"><td>%s%s</td><td>%s<br><small>serial %s<br>issuer %s%s"
                    "</small></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
                    "<td>%s</td><td>%s</td><td>%s</td><td>%s%s</td><td>%u</td>"
                    "<td>%u / %u</td></tr>\n",
-                   name, name, must ? "<br><b>Must-Staple</b>" : "",
-                   ap_escape_html2(p, subject, 1), ap_escape_html2(p, serial, 1),
-                   ap_escape_html2(p, issuer, 1),
-                   row->e ? apr_pstrcat(p, "<br>id ", row->e->id_hex, NULL) : "",
-                   ap_escape_html2(p, vhosts, 1),
-                   row->e ? ap_escape_html2(p, row->e->url, 1) : "none",
+                   name, name, row->must_staple ? "<br><b>Must-Staple</b>" : "",
+                   ap_escape_html2(p, row->subject, 1), ap_escape_html2(p, row->serial, 1),
+                   ap_escape_html2(p, row->issuer, 1),
+                   row->id ? apr_pstrcat(p, "<br>id ", row->id, NULL) : "",
+                   ap_escape_html2(p, row->vhosts, 1),
+                   row->url ? ap_escape_html2(p, row->url, 1) : "none",
                    html_time(p, row->this_update), html_time(p, row->next_update),
                    left(p, row->next_update, now),
                    row->e ? html_time(p, st->next_attempt ? st->next_attempt : now) : "&ndash;",

@@ -8,7 +8,7 @@ use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-plan tests => 14;
+plan tests => 15;
 
 my $dir = RSTest::store_dir();
 sub file_of { "$dir/" . RSTest::cert_id(shift) . '.der' }
@@ -41,6 +41,8 @@ put(file_of('muststaple'), "this is not DER");
 put(file_of('slow'), RSTest::slurp(file_of('good')));             # another certificate's
 my $fu = RSTest::slurp(file_of('forceurl'));
 put(file_of('forceurl'), substr($fu, 0, length($fu) / 2));        # truncated
+unlink file_of('revoked');
+mkdir file_of('revoked');                                          # unreadable as a file
 my $stranger = "$dir/" . ('ab' x 20) . '.der';
 put($stranger, RSTest::slurp(file_of('good')));                   # no such certificate
 $server->start;
@@ -51,6 +53,7 @@ ok($log =~ /RS0302: stored response for CN=slow\.rs\.test,.* is not usable \(wro
 ok($log =~ /RS0302: stored response for CN=forceurl\.rs\.test,.* is not usable \(malformed/);
 ok($log =~ /RS0302: stored response for CN=renew\.rs\.test,.* is not usable \(expired/);
 ok($log =~ /RS0304: removed the stored response of certificate abab/);
+ok($log =~ /RS0302: stored response for CN=revoked\.rs\.test,.* is not usable \(unreadable or too large\)/);
 ok(!-f $stranger);
 
 # the server runs and fetches fresh ones for them

@@ -27,8 +27,15 @@ sub id_of { RSTest::cert_id(shift) }
 # --- 100 MB bodies, ten times: memory stays flat, the good response stays
 my $id = id_of('f-huge');
 RSTest::set_mode('f-huge', 'good');
+my $asked = int(time);
 POST('/rs-status', content => "refresh=$id");
-my $good = RSTest::wait_for(sub { my $x = RSTest::handshake('f-huge'); $x->{stapled} && $x }, 8);
+# the refreshed response, once every child has it (not an older one a child still serves)
+my $good;
+RSTest::wait_for(sub {
+    my $x = RSTest::handshake('f-huge');
+    $good = $x if $x->{stapled} && $x->{this_update} >= $asked;
+    $good && (grep { RSTest::handshake('f-huge')->{this_update} == $good->{this_update} } 1 .. 6) == 6
+}, 10);
 RSTest::set_mode('f-huge', 'huge');
 my $before = children_kb();
 my $n0 = @{ RSTest::requests('f-huge') };
