@@ -130,10 +130,10 @@ typedef struct {
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s);
 int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
-int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
-                       apr_pool_t *p);
-apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                                const rs_state_t *st, apr_pool_t *p);
+/* A certificate's scheduling state in shared memory: 1 if it was ever
+ * written (otherwise *st is a fresh one). */
+int rs_shared_state_get(rs_registry_t *reg, const rs_entry_t *e, rs_state_t *st);
+void rs_shared_state_put(rs_registry_t *reg, const rs_entry_t *e, const rs_state_t *st);
 apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                                unsigned char *buf, apr_size_t cap, apr_size_t *plen,
                                apr_pool_t *p);

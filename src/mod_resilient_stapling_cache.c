@@ -106,12 +106,9 @@ int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pcon
     return OK;
 }
 
-int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, rs_state_t *st,
-                       apr_pool_t *p)
+int rs_shared_state_get(rs_registry_t *reg, const rs_entry_t *e, rs_state_t *st)
 {
     const rs_shared_entry_t *se = &reg->shared->entry[e->index];
-    (void)s;
-    (void)p;
     if (!se->present) {
         rs_state_init(st);
         return 0;
@@ -120,15 +117,11 @@ int rs_cache_state_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e, r
     return 1;
 }
 
-apr_status_t rs_cache_state_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                                const rs_state_t *st, apr_pool_t *p)
+void rs_shared_state_put(rs_registry_t *reg, const rs_entry_t *e, const rs_state_t *st)
 {
     rs_shared_entry_t *se = &reg->shared->entry[e->index];
-    (void)s;
-    (void)p;
     se->st = *st;
     se->present = 1;
-    return APR_SUCCESS;
 }
 
 apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
@@ -230,7 +223,7 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
     }
     if (!have_resp && !st.fetches)
         return;
-    rs_cache_state_put(reg, s, e, &st, p);
+    rs_shared_state_put(reg, e, &st);
     rs_cache_changed(reg, e);
     if (have_resp)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,

@@ -101,7 +101,7 @@ static int is_stopping(void *baton)
 /* Verified again here: the shared cache may be memcached or Redis, which we
  * do not trust more than the network. */
 static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der,
-                               apr_size_t len, apr_time_t now)
+                               apr_size_t len, apr_time_t now, apr_pool_t *p)
 {
     rs_ocsp_result_t res;
     apr_time_t this_update, next_update;
@@ -120,7 +120,7 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
                       res.verdict == RS_VERDICT_REVOKED);
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
                      "RS0221: picked up the response for %s from the shared cache "
-                     "(nextUpdate %s)", e->cert->subject, fmt_time(r->pool, res.next_update));
+                     "(nextUpdate %s)", e->cert->subject, fmt_time(p, res.next_update));
     }
 }
 
@@ -146,7 +146,7 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t
         st->resp_this_update = this_update;
         st->resp_next_update = next_update;
         st->resp_revoked = rs_staple_revoked(e->staple);
-        rs_cache_state_put(r->reg, r->s, e, st, p);
+        rs_shared_state_put(r->reg, e, st);
     }
     rs_cache_changed(r->reg, e);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
@@ -185,7 +185,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
-        rs_cache_state_get(r->reg, r->s, e, &st, p);
+        rs_shared_state_get(r->reg, e, &st);
         apr_thread_mutex_lock(r->lock);
         in_flight = e->in_flight;
         if (!in_flight) /* may move earlier: a refresh requested on the status page */
@@ -221,7 +221,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
     /* verification is CPU work: done after the mutex is released */
     for (i = 0; i < fresh->nelts; i++) {
         pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
-        install_from_cache(r, pk->e, pk->der, pk->len, now);
+        install_from_cache(r, pk->e, pk->der, pk->len, now, p);
     }
 }
 
@@ -352,7 +352,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         goto done;
-    rs_cache_state_get(r->reg, r->s, e, &st, p);
+    rs_shared_state_get(r->reg, e, &st);
     if (rs_verdict_is_valid(res.verdict)) {
         /* the single place where a fetched response may replace the stored one */
         newest = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
@@ -370,7 +370,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                          jitter());
     }
     event = alert_transition(&st, now);
-    rs_cache_state_put(r->reg, r->s, e, &st, p);
+    rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);
     next_attempt = st.next_attempt;
@@ -410,7 +410,7 @@ done:
 
 /* --- the scheduler --- */
 
-static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
+static void claim_due(refresher_t *r, apr_time_t now)
 {
     apr_array_header_t *entries = r->reg->entries;
     apr_uint32_t full[MAX_FULL_RESPONDERS]; /* responders at their share, this pass */
@@ -432,14 +432,14 @@ static void claim_due(refresher_t *r, apr_time_t now, apr_pool_t *p)
             continue;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
-        rs_cache_state_get(r->reg, r->s, e, &st, p);
+        rs_shared_state_get(r->reg, e, &st);
         claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched, force);
         if (claimed) {
             /* due and free: now it needs one of the server's fetch slots */
             slot = rs_slots_take(&r->reg->shared->slots, r->reg->max_fetches, e->responder,
                                  r->owner, now, st.lease_until);
             if (slot >= 0)
-                rs_cache_state_put(r->reg, r->s, e, &st, p);
+                rs_shared_state_put(r->reg, e, &st);
         }
         apr_global_mutex_unlock(r->reg->mutex);
 
@@ -497,9 +497,9 @@ static void check_alerts(refresher_t *r, apr_time_t now, apr_pool_t *p)
         e->alert_seen = (int)mine;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             continue;
-        if (rs_cache_state_get(r->reg, r->s, e, &st, p)
+        if (rs_shared_state_get(r->reg, e, &st)
             && (event = alert_transition(&st, now)) != NULL)
-            rs_cache_state_put(r->reg, r->s, e, &st, p);
+            rs_shared_state_put(r->reg, e, &st);
         apr_global_mutex_unlock(r->reg->mutex);
         if (event)
             report(r, e, event, &st, now, p);
@@ -534,7 +534,7 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
 
         apr_pool_clear(p);
         sync_from_cache(r, now, p);
-        claim_due(r, now, p);
+        claim_due(r, now);
         check_alerts(r, now, p);
 
         apr_thread_mutex_lock(r->lock);

@@ -66,7 +66,7 @@ static apr_array_header_t *collect(rs_registry_t *reg, request_rec *r, apr_time_
         row->vhosts = e->vhosts;
         row->must_staple = e->cert->must_staple;
         if (reg->mutex && apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
-            rs_cache_state_get(reg, r->server, e, &row->st, r->pool);
+            rs_shared_state_get(reg, e, &row->st);
             apr_global_mutex_unlock(reg->mutex);
         }
         else {
@@ -272,9 +272,9 @@ static int refresh(request_rec *r, rs_registry_t *reg)
             continue;
         if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
             return HTTP_INTERNAL_SERVER_ERROR;
-        rs_cache_state_get(reg, r->server, e, &st, r->pool);
+        rs_shared_state_get(reg, e, &st);
         st.next_attempt = 0;
-        rs_cache_state_put(reg, r->server, e, &st, r->pool);
+        rs_shared_state_put(reg, e, &st);
         rs_cache_changed(reg, e);
         apr_global_mutex_unlock(reg->mutex);
         n++;
