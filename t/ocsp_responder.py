@@ -114,6 +114,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def start_body(self, length=None, chunked=False):
+        """Status line and headers of a 200 OCSP answer whose body the caller
+        then writes itself (slowly, partly, lying about its length, ...)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/ocsp-response")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
     def reply(self, code, body, ctype="application/ocsp-response", length=None):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
@@ -198,10 +209,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "huge":
             # 100 MB announced and sent (while the client reads): the size cap must cut it
             chunk = b"0" * 65536
-            self.send_response(200)
-            self.send_header("Content-Type", "application/ocsp-response")
-            self.send_header("Content-Length", str(100 * 1024 * 1024))
-            self.end_headers()
+            self.start_body(100 * 1024 * 1024)
             try:
                 for _ in range(1600):
                     self.wfile.write(chunk)
@@ -212,10 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "trickle":
             # a good response at 1 byte/s: the total deadline must hold
             body = build(leaf, "good", validity)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/ocsp-response")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+            self.start_body(len(body))
             try:
                 for b in body:
                     self.wfile.write(bytes([b]))
@@ -228,10 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "clmore":
             # Content-Length says more than is sent, then the connection stays open
             body = build(leaf, "good", validity)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/ocsp-response")
-            self.send_header("Content-Length", str(len(body) + 100))
-            self.end_headers()
+            self.start_body(len(body) + 100)
             self.wfile.write(body)
             self.wfile.flush()
             time.sleep(30)
@@ -243,10 +245,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, body, length=len(body) - 10)
         if mode == "chunked":
             body = build(leaf, "good", validity)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/ocsp-response")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_body(chunked=True)
             self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
             self.close_connection = True
             return
