@@ -8,6 +8,7 @@ usage: ocsp_responder.py PKIDIR PORT
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
   GET  /_ctl/set?name=L&mode=M[&validity=S]   switch a leaf (name=* for all)
   GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
+                                  (name=*: one object, leaf -> that list)
   GET  /_ctl/ping
 Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
 garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
@@ -153,7 +154,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, b"ok", "text/plain")
         if u.path == "/_ctl/log":
             with LOCK:
-                body = json.dumps(LOG.get(q.get("name"), [])).encode()
+                if q.get("name") == "*":
+                    body = json.dumps({n: v for n, v in LOG.items() if v}).encode()
+                else:
+                    body = json.dumps(LOG.get(q.get("name"), [])).encode()
             return self.reply(200, body, "application/json")
         return self.reply(404, b"not found", "text/plain")
 
