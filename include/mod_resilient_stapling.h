@@ -84,7 +84,11 @@ typedef struct {
 
 typedef struct {
     apr_uint32_t generation;         /* bumped with any version */
+    apr_uint32_t fleet_down;         /* the fleet cache failed; atomic, logged once */
+    apr_uint32_t fleet_seen;         /* fleet generation scanned last; atomic */
     apr_uint32_t unused;
+    apr_time_t fleet_back_at;        /* when it was found back; mutex */
+    apr_time_t fleet_next_audit;     /* when the next full comparison is due; mutex */
     rs_slots_t slots;
     rs_shared_entry_t entry[];       /* by rs_entry_t.index */
 } rs_shared_t;
@@ -97,9 +101,12 @@ typedef struct {
     apr_hash_t *by_id;               /* id -> rs_entry_t, read-only after config */
     apr_hash_t *issuers;             /* one parsed X509 per issuer (rs_cert_from_pem) */
     apr_array_header_t *entries;     /* rs_entry_t * */
-    const ap_socache_provider_t *cache;
+    const ap_socache_provider_t *cache;  /* this server's children (shmcb) */
     ap_socache_instance_t *cache_inst;
     const char *cache_desc;
+    const ap_socache_provider_t *fleet;  /* memcache/redis shared by a fleet, or NULL */
+    ap_socache_instance_t *fleet_inst;
+    const char *fleet_desc;
     apr_global_mutex_t *mutex;
     apr_shm_t *shm;
     rs_shared_t *shared;
@@ -129,6 +136,10 @@ typedef struct {
  * mutex held. */
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s);
+/* create + init of one socache instance, errors logged (RS0002, RS0003) */
+int rs_socache_open(const ap_socache_provider_t *provider, const char *name, const char *args,
+                    const char *ns, ap_socache_instance_t **inst, const char **desc,
+                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
 /* A certificate's scheduling state in shared memory: 1 if it was ever
  * written (otherwise *st is a fresh one). */
@@ -150,6 +161,37 @@ void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                     const unsigned char *der, apr_size_t len, apr_pool_t *p);
 void rs_store_write_state(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                           const rs_state_t *st, apr_pool_t *p);
+
+/* mod_resilient_stapling_fleet.c: the cache a fleet of servers shares
+ * (memcache, redis). Never called with the global mutex held, never from
+ * the parent (connections would be inherited by every child). A failing
+ * call marks the fleet cache down for this child (logged once per server);
+ * rs_fleet_get returns APR_NOTFOUND for a missing record. */
+int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
+                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+int rs_fleet_down(rs_registry_t *reg);        /* for this child: do not call it */
+int rs_fleet_server_down(rs_registry_t *reg); /* as logged for the server */
+apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+                          unsigned char *buf, apr_size_t cap, apr_size_t *plen, apr_pool_t *p);
+apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+                          const unsigned char *data, apr_size_t len, apr_time_t expiry,
+                          apr_pool_t *p);
+void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+                     apr_pool_t *p);
+/* The fleet's generation: 0 if none; a new one after a response changed. */
+apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen,
+                                 apr_pool_t *p);
+void rs_fleet_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+/* Is a fleet cache that failed usable again? A write read back. */
+apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+/* Called by the scheduler: a call in flight that made no progress for a
+ * while means the cache hangs (memcached never times out a read). */
+void rs_fleet_watch(rs_registry_t *reg, server_rec *s, apr_time_t now);
+/* 1 if this child should probe the fleet cache it found down (every 5 s,
+ * never while a call of this child still hangs). */
+int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now);
+/* A call worked again: 1 if this child brought the fleet back (logged). */
+int rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
 
 /* mod_resilient_stapling_notify.c */
 typedef struct rs_notifier_t rs_notifier_t;

@@ -22,7 +22,18 @@ apr_status_t rs_state_decode(rs_state_t *st, const unsigned char *in, apr_size_t
  * one subcache and overflow its index. */
 #define RS_KEY_LEN (1 + RS_ID_LEN)
 #define RS_KEY_RESPONSE 'R'
+#define RS_KEY_LEASE 'L'      /* fleet only: who fetches this certificate */
+#define RS_KEY_GENERATION 'G' /* fleet only, id of zeros: changes with any response */
+#define RS_KEY_PROBE 'P'      /* fleet only, id of zeros: is a cache that failed back? */
 void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char *id);
+
+/* A fleet lease (memcached/Redis): the owner token of the fetching child
+ * and until when it holds the certificate. After a failed fetch the owner
+ * keeps it until its next retry, so that the fleet backs off as one. */
+#define RS_LEASE_WIRE_LEN (4 + 8 + 8)
+void rs_lease_encode(apr_uint64_t owner, apr_time_t until, unsigned char out[RS_LEASE_WIRE_LEN]);
+apr_status_t rs_lease_decode(const unsigned char *in, apr_size_t len, apr_uint64_t *owner,
+                             apr_time_t *until);
 
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8]);
 apr_uint64_t rs_u64_decode(const unsigned char in[8]);

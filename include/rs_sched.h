@@ -55,6 +55,23 @@ void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
                       int resp_status, const char *reason,
                       const rs_sched_conf_t *conf, double jitter);
 
+/* A verified response fetched by another server of the fleet became the
+ * stored one: no responder request was made, so no attempt is counted;
+ * renewal is scheduled from it with this server's own jitter. */
+void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adopted,
+                    const rs_sched_conf_t *conf, double jitter);
+
+/* What a server does with a due certificate when a fleet shares a cache
+ * (rs_fleet_decide): the fleet's response is newer and not due itself, so
+ * take it; this server's is no longer due, or another server holds a live
+ * lease, so wait; or fetch. */
+typedef enum { RS_FLEET_FETCH, RS_FLEET_ADOPT, RS_FLEET_WAIT } rs_fleet_action_e;
+/* fleet: the verified response found in the fleet's cache, or NULL;
+ * lease_owner 0 if there is no lease. */
+rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,
+                                  const rs_ocsp_result_t *fleet, apr_uint64_t lease_owner,
+                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now);
+
 /* When a response with this lifetime should be renewed: once the renew
  * window is reached, +-10 % of the window, never sooner than retry_min
  * after the last fetch (short-lived responses must not hammer the

@@ -59,48 +59,69 @@ static void warn_if_small(rs_registry_t *reg, const char *name, const char *args
                      reg->cache_desc, size, reg->entries->nelts, need);
 }
 
-int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
-                    apr_pool_t *ptemp, server_rec *s)
+int rs_socache_open(const ap_socache_provider_t *provider, const char *name, const char *args,
+                    const char *ns, ap_socache_instance_t **inst, const char **desc,
+                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 {
-    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
-    const char *args = g->cache_args;
     struct ap_socache_hints hints;
     const char *err;
     apr_status_t rv;
 
-    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
-                                    AP_SOCACHE_PROVIDER_VERSION);
-    if (!reg->cache) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
-                     "(LoadModule socache_%s_module?)", name, name);
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    if (!g->cache_provider) {
-        apr_size_t size = CACHE_BYTES_BASE
-                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
-        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
-                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
-    }
-    reg->cache_desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
-    err = reg->cache->create(&reg->cache_inst, args, ptemp, pconf);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
-                     "RS0002: ResilientStaplingCache %s: %s", reg->cache_desc, err);
+    *desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
+    if ((err = provider->create(inst, args, ptemp, pconf)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "RS0002: ResilientStaplingCache %s: %s",
+                     *desc, err);
+        *inst = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = RS_KEY_LEN;
     hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB */
     hints.expiry_interval = apr_time_from_sec(3600);
-    rv = reg->cache->init(reg->cache_inst, "resilient-stapling", &hints, s, pconf);
-    if (rv != APR_SUCCESS) {
+    if ((rv = provider->init(*inst, ns, &hints, s, pconf)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
-                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache",
-                     reg->cache_desc);
-        reg->cache_inst = NULL;
+                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache", *desc);
+        *inst = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    return OK;
+}
+
+int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
+                    apr_pool_t *ptemp, server_rec *s)
+{
+    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
+    const char *args = g->cache_args;
+    int rc;
+
+    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                    AP_SOCACHE_PROVIDER_VERSION);
+    if (reg->cache && !(reg->cache->flags & AP_SOCACHE_FLAG_NOTMPSAFE)) {
+        /* memcache, redis: a cache other servers can share. This server's
+         * children still share through a shmcb of their own, so that the
+         * fleet cache failing does not make each child fetch for itself. */
+        if ((rc = rs_fleet_create(reg, name, args, pconf, ptemp, s)) != OK)
+            return rc;
+        name = "shmcb";
+        reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                        AP_SOCACHE_PROVIDER_VERSION);
+        args = NULL;
+    }
+    if (!reg->cache) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
+                     "(LoadModule socache_%s_module?)", name, name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!args && !strcmp(name, "shmcb")) {
+        apr_size_t size = CACHE_BYTES_BASE
+                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
+        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
+                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
+    }
+    if ((rc = rs_socache_open(reg->cache, name, args, "resilient-stapling", &reg->cache_inst,
+                              &reg->cache_desc, pconf, ptemp, s)) != OK)
+        return rc;
     apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
     warn_if_small(reg, name, args, s);
     return OK;

@@ -37,6 +37,16 @@ APLOG_USE_MODULE(resilient_stapling);
  * however valid. Every child checks this often that the cache still holds
  * what it serves, and puts back what was lost. */
 #define AUDIT_INTERVAL apr_time_from_sec(15)
+/* How often each child reads the fleet's generation record (one small
+ * read): the sync delay between servers is about this. */
+#define FLEET_POLL apr_time_from_msec(500)
+/* How often a server compares all its responses with the fleet cache even
+ * without a new generation (memcached evicts under memory pressure). */
+#define FLEET_AUDIT apr_time_from_sec(60)
+/* After writing a fleet lease, how long to wait before reading it back: a
+ * server that wrote at the same moment has overwritten it by then. */
+#define FLEET_SETTLE_MIN_MS 50
+#define FLEET_SETTLE_SPREAD_MS 100
 
 typedef struct refresher_t refresher_t;
 
@@ -63,6 +73,8 @@ struct refresher_t {
     int synced;
     apr_time_t next_audit;
     apr_time_t slots_busy_until; /* all fetch slots were busy: no timed wake before */
+    apr_uint32_t fleet_polling;  /* a fleet poll is queued or running; atomic */
+    apr_time_t fleet_next_poll;  /* scheduler thread only */
 };
 
 /* A response another child stored, copied out under the mutex. */
@@ -268,6 +280,286 @@ static void report(refresher_t *r, rs_entry_t *e, const char *event, const rs_st
     rs_notify(r->notifier, e, event, state, reason);
 }
 
+/* --- the fleet (memcache, redis) --- */
+
+/* A verified response another server stored in the fleet cache becomes
+ * this server's, as if this server had fetched it: shared cache, shared
+ * state, store, this child's staple. Releases this child's lease and slot
+ * (slot < 0: none). Returns 1 if it was newer than ours. */
+static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_size_t len,
+                 const rs_ocsp_result_t *res, int slot, apr_time_t now, apr_time_t *next,
+                 apr_pool_t *p)
+{
+    rs_state_t st;
+    int newer = 0;
+    apr_time_t this_update, next_update;
+
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return 0;
+    rs_shared_state_get(r->reg, e, &st);
+    if (rs_sched_should_replace(st.resp_this_update, st.resp_next_update, res->this_update,
+                                res->next_update, now)
+        && (res->this_update != st.resp_this_update
+            || res->next_update != st.resp_next_update)
+        && rs_cache_resp_put(r->reg, r->s, e, der, len, res->next_update, p) == APR_SUCCESS) {
+        rs_state_adopt(&st, now, res, &r->reg->sched, jitter());
+        rs_cache_changed(r->reg, e);
+        newer = 1;
+    }
+    else if (slot >= 0 && st.lease_owner == r->owner) {
+        st.lease_until = 0;
+        st.lease_owner = 0;
+    }
+    if (newer || slot >= 0)
+        rs_shared_state_put(r->reg, e, &st);
+    if (slot >= 0)
+        rs_slots_release(&r->reg->shared->slots, slot, r->owner);
+    apr_global_mutex_unlock(r->reg->mutex);
+    if (next)
+        *next = st.next_attempt;
+    if (!newer)
+        return 0;
+    rs_store_write(r->reg, r->s, e, der, len, p);
+    rs_staple_times(e->staple, &this_update, &next_update);
+    if (rs_sched_should_replace(this_update, next_update, res->this_update, res->next_update,
+                                now))
+        rs_staple_set(e->staple, der, len, res->this_update, res->next_update,
+                      res->verdict == RS_VERDICT_REVOKED);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                 "RS0603: took the %s response for %s (valid until %s) from the fleet cache %s",
+                 rs_verdict_name(res->verdict), e->cert->subject, fmt_time(p, res->next_update),
+                 r->reg->fleet_desc);
+    return 1;
+}
+
+/* Another server fetches this certificate: give back the lease and slot,
+ * look again when its lease ends (its new response usually comes first,
+ * through the fleet poll). */
+static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_time_t until)
+{
+    rs_state_t st;
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return until;
+    rs_shared_state_get(r->reg, e, &st);
+    if (st.lease_owner == r->owner) {
+        st.lease_until = 0;
+        st.lease_owner = 0;
+    }
+    st.next_attempt = until;
+    rs_shared_state_put(r->reg, e, &st);
+    rs_slots_release(&r->reg->shared->slots, slot, r->owner);
+    apr_global_mutex_unlock(r->reg->mutex);
+    return until;
+}
+
+/* The fleet cache is not trusted more than the network: verified here. */
+static int fleet_check(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_size_t len,
+                       apr_time_t now, rs_ocsp_result_t *res)
+{
+    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, res);
+    if (rs_verdict_is_valid(res->verdict))
+        return 1;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                 "RS0604: response for %s in the fleet cache %s is not valid (%s: %s), ignored",
+                 e->cert->subject, r->reg->fleet_desc, rs_verdict_name(res->verdict),
+                 res->detail);
+    return 0;
+}
+
+static void settle(refresher_t *r)
+{
+    apr_uint32_t v = 0;
+    int ms;
+    apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
+    for (ms = FLEET_SETTLE_MIN_MS + (int)(v % FLEET_SETTLE_SPREAD_MS); ms > 0 && !is_stopping(r);
+         ms -= 10)
+        apr_sleep(apr_time_from_msec(10));
+}
+
+/* Before fetching a due certificate: is the fleet's response newer (take
+ * it), or is another server fetching (wait)? Otherwise take the fleet
+ * lease: written, then read back after a moment, since memcached and Redis
+ * through ap_socache have no compare-and-set; two servers writing at once
+ * both read the one that won. Returns RS_FLEET_FETCH when this child should
+ * fetch (also whenever the fleet cache fails: the server fends for itself);
+ * otherwise lease and slot are given back and *until is when to look again. */
+static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int slot,
+                                            apr_time_t *until, apr_pool_t *p)
+{
+    rs_registry_t *reg = r->reg;
+    unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
+    unsigned char lease[RS_LEASE_WIRE_LEN];
+    apr_uint64_t owner = 0;
+    apr_time_t lease_until = 0, now = apr_time_now();
+    rs_ocsp_result_t res, *found = NULL;
+    rs_fleet_action_e action;
+    apr_size_t len, lease_len;
+    rs_state_t st;
+
+    if (rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, p)
+            == APR_SUCCESS
+        && fleet_check(r, e, buf, len, now, &res))
+        found = &res;
+    if (rs_fleet_down(reg))
+        return RS_FLEET_FETCH;
+    if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
+        == APR_SUCCESS)
+        rs_lease_decode(lease, lease_len, &owner, &lease_until);
+    if (rs_fleet_down(reg))
+        return RS_FLEET_FETCH;
+    if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
+        return RS_FLEET_FETCH;
+    rs_shared_state_get(reg, e, &st);
+    apr_global_mutex_unlock(reg->mutex);
+
+    action = rs_fleet_decide(&reg->sched, &st, found, owner, lease_until, r->owner, now);
+    if (action == RS_FLEET_ADOPT) {
+        adopt(r, e, buf, len, found, slot, now, until, p);
+        return RS_FLEET_ADOPT;
+    }
+    if (action == RS_FLEET_WAIT) {
+        *until = wait_for_fleet(r, e, slot, st.next_attempt > now ? st.next_attempt
+                                                                  : lease_until);
+        return RS_FLEET_WAIT;
+    }
+    rs_lease_encode(r->owner, now + reg->sched.lease, lease);
+    if (rs_fleet_put(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), now + reg->sched.lease,
+                     p) != APR_SUCCESS)
+        return RS_FLEET_FETCH;
+    settle(r);
+    if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
+            == APR_SUCCESS
+        && rs_lease_decode(lease, lease_len, &owner, &lease_until) == APR_SUCCESS
+        && owner != r->owner && lease_until > apr_time_now()) {
+        *until = wait_for_fleet(r, e, slot, lease_until);
+        return RS_FLEET_WAIT;
+    }
+    return RS_FLEET_FETCH;
+}
+
+/* After this server fetched: a new response is published (response, then
+ * generation, then the lease is dropped); after a failure the lease is
+ * kept until this server's next retry, so the fleet backs off as one. */
+static void fleet_after_fetch(refresher_t *r, rs_entry_t *e, int published,
+                              const unsigned char *der, apr_size_t len, apr_time_t next_update,
+                              int failed, apr_time_t retry_at, apr_pool_t *p)
+{
+    rs_registry_t *reg = r->reg;
+    if (rs_fleet_down(reg))
+        return;
+    if (published) {
+        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update, p)
+            == APR_SUCCESS)
+            rs_fleet_bump(reg, r->s, p);
+        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
+    }
+    else if (failed) {
+        unsigned char lease[RS_LEASE_WIRE_LEN];
+        rs_lease_encode(r->owner, retry_at, lease);
+        rs_fleet_put(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), retry_at, p);
+    }
+    else {
+        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
+    }
+}
+
+/* Compare every certificate with the fleet cache: take what is newer there,
+ * put back what it lacks or holds older (it was flushed, restarted, or
+ * evicted it; or this server fetched while it was down). */
+static void fleet_scan(refresher_t *r, apr_pool_t *p)
+{
+    rs_registry_t *reg = r->reg;
+    unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
+    apr_pool_t *ip;
+    int i, pushed = 0;
+
+    apr_pool_create(&ip, p);
+    for (i = 0; i < reg->entries->nelts && !is_stopping(r) && !rs_fleet_down(reg); i++) {
+        rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
+        apr_time_t now = apr_time_now(), this_update, next_update;
+        rs_ocsp_result_t res;
+        unsigned char *der;
+        apr_size_t len;
+        apr_status_t rv;
+        int valid;
+
+        apr_pool_clear(ip);
+        rv = rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, ip);
+        if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
+            break;
+        valid = rv == APR_SUCCESS && fleet_check(r, e, buf, len, now, &res);
+        if (valid)
+            adopt(r, e, buf, len, &res, -1, now, NULL, ip);
+        /* ours is put back when the fleet's is missing, invalid or older */
+        if (rs_staple_copy(e->staple, ip, &der, &len, &this_update, &next_update)
+                != APR_SUCCESS
+            || next_update <= now
+            || (valid && !rs_sched_should_replace(res.this_update, res.next_update,
+                                                  this_update, next_update, now))
+            || (valid && res.this_update == this_update && res.next_update == next_update))
+            continue;
+        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update, ip)
+            == APR_SUCCESS)
+            pushed++;
+    }
+    apr_pool_destroy(ip);
+    if (pushed) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                     "RS0605: put %d response(s) the fleet cache %s lacked back into it",
+                     pushed, reg->fleet_desc);
+        rs_fleet_bump(reg, r->s, p);
+    }
+}
+
+/* One per child at a time, on the worker pool: cache calls may hang, and
+ * the scheduler thread must go on serving this server's children. */
+static void *APR_THREAD_FUNC fleet_poll_task(apr_thread_t *thread, void *data)
+{
+    refresher_t *r = data;
+    rs_registry_t *reg = r->reg;
+    apr_time_t now = apr_time_now();
+    apr_uint32_t gen, seen;
+    apr_pool_t *p;
+    int audit = 0;
+    (void)thread;
+
+    apr_pool_create(&p, NULL);
+    if (rs_fleet_down(reg)) {
+        if (rs_fleet_claim_probe(reg, now) && rs_fleet_probe(reg, r->s, p) == APR_SUCCESS)
+            rs_fleet_rejoin(reg, r->s);
+        goto done;
+    }
+    if (rs_fleet_generation(reg, r->s, &gen, p) != APR_SUCCESS)
+        goto done;
+    if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
+        if (now >= reg->shared->fleet_next_audit) {
+            reg->shared->fleet_next_audit = now + FLEET_AUDIT;
+            audit = 1;
+        }
+        apr_global_mutex_unlock(reg->mutex);
+    }
+    seen = apr_atomic_read32(&reg->shared->fleet_seen);
+    /* one child per server scans a new generation */
+    if ((gen != seen && apr_atomic_cas32(&reg->shared->fleet_seen, gen, seen) == seen) || audit)
+        fleet_scan(r, p);
+done:
+    apr_pool_destroy(p);
+    apr_atomic_set32(&r->fleet_polling, 0);
+    return NULL;
+}
+
+static void fleet_tick(refresher_t *r, apr_time_t now)
+{
+    rs_fleet_watch(r->reg, r->s, now);
+    if (now < r->fleet_next_poll || apr_atomic_read32(&r->fleet_polling))
+        return;
+    r->fleet_next_poll = now + FLEET_POLL;
+    apr_atomic_set32(&r->fleet_polling, 1);
+    if (apr_thread_pool_push(r->workers, fleet_poll_task, r, APR_THREAD_TASK_PRIORITY_HIGH, r)
+        != APR_SUCCESS)
+        apr_atomic_set32(&r->fleet_polling, 0);
+}
+
 /* --- one fetch --- */
 
 static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *res,
@@ -330,6 +622,9 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     (void)thread;
 
     apr_pool_create(&p, NULL);
+    if (r->reg->fleet && !rs_fleet_down(r->reg)
+        && fleet_before_fetch(r, e, t->slot, &next_attempt, p) != RS_FLEET_FETCH)
+        goto done;
     opts.url = e->url;
     opts.proxy = r->reg->proxy;
     opts.timeout = r->reg->timeout;
@@ -381,6 +676,9 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                      "RS0204: cannot store the response for %s in the shared cache %s "
                      "(too small?); serving it from this child only",
                      e->cert->subject, r->reg->cache_desc);
+    if (r->reg->fleet)
+        fleet_after_fetch(r, e, newest, body, len, res.next_update,
+                          !rs_verdict_is_valid(res.verdict), st.next_attempt, p);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
     rs_store_write_state(r->reg, r->s, e, &st, p);
@@ -519,6 +817,8 @@ static apr_time_t next_wakeup(refresher_t *r, apr_time_t now)
         if (next_update <= now && now + SYNC_INTERVAL_EMPTY < wake)
             wake = now + SYNC_INTERVAL_EMPTY;
     }
+    if (r->reg->fleet && r->fleet_next_poll < wake)
+        wake = r->fleet_next_poll > now ? r->fleet_next_poll : now + FLEET_POLL;
     return wake < r->slots_busy_until ? r->slots_busy_until : wake;
 }
 
@@ -533,6 +833,8 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
         apr_time_t now = apr_time_now(), wake;
 
         apr_pool_clear(p);
+        if (r->reg->fleet)
+            fleet_tick(r, now);
         sync_from_cache(r, now, p);
         claim_due(r, now);
         check_alerts(r, now, p);

@@ -125,9 +125,13 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
 
     counts(rows, n);
     ap_set_content_type(r, "application/json");
-    ap_rprintf(r, "{\"version\":1,\"generated\":%s,\"cache\":%s,\"store\":%s,\"summary\":{",
+    ap_rprintf(r, "{\"version\":1,\"generated\":%s,\"cache\":%s,\"store\":%s,",
                json_time(p, now), rs_json_string(p, reg->cache_desc),
                reg->store_dir ? rs_json_string(p, reg->store_dir) : "null");
+    if (reg->fleet)
+        ap_rprintf(r, "\"fleet\":{\"cache\":%s,\"state\":\"%s\"},",
+                   rs_json_string(p, reg->fleet_desc), rs_fleet_server_down(reg) ? "down" : "up");
+    ap_rputs("\"summary\":{", r);
     for (k = 0; k <= RS_CERT_NO_URL; k++)
         ap_rprintf(r, "%s\"%s\":%d", k ? "," : "", rs_cert_state_name((rs_cert_state_e)k), n[k]);
     ap_rputs("},\"certificates\":[", r);
@@ -201,6 +205,9 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
     ap_rprintf(r, "%s UTC &middot; cache %s &middot; store %s</p>\n<p>", html_time(p, now),
                ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
                ap_escape_html2(p, reg->store_dir ? reg->store_dir : "none", 1));
+    if (reg->fleet)
+        ap_rprintf(r, "fleet cache %s: <b>%s</b></p>\n<p>", ap_escape_html2(p, reg->fleet_desc, 1),
+                   rs_fleet_server_down(reg) ? "down, this server fetches for itself" : "up");
     for (k = 0; k <= RS_CERT_NO_URL; k++)
         ap_rprintf(r, "<span class=\"%s\">%s: %d</span> ", rs_cert_state_name((rs_cert_state_e)k),
                    rs_cert_state_name((rs_cert_state_e)k), n[k]);

@@ -4,6 +4,7 @@
 #include "rs_record.h"
 
 static const unsigned char STATE_MAGIC[4] = {'R', 'S', 'S', '2'};
+static const unsigned char LEASE_MAGIC[4] = {'R', 'S', 'L', '1'};
 
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8])
 {
@@ -115,3 +116,20 @@ void rs_record_key(unsigned char key[RS_KEY_LEN], char kind, const unsigned char
     key[RS_ID_LEN] = (unsigned char)kind;
 }
 
+
+void rs_lease_encode(apr_uint64_t owner, apr_time_t until, unsigned char out[RS_LEASE_WIRE_LEN])
+{
+    memcpy(out, LEASE_MAGIC, 4);
+    rs_u64_encode(owner, out + 4);
+    rs_u64_encode((apr_uint64_t)until, out + 12);
+}
+
+apr_status_t rs_lease_decode(const unsigned char *in, apr_size_t len, apr_uint64_t *owner,
+                             apr_time_t *until)
+{
+    if (len != RS_LEASE_WIRE_LEN || memcmp(in, LEASE_MAGIC, 4) != 0)
+        return APR_EINVAL;
+    *owner = rs_u64_decode(in + 4);
+    *until = (apr_time_t)rs_u64_decode(in + 12);
+    return APR_SUCCESS;
+}

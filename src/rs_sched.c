@@ -97,6 +97,41 @@ void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fe
                                          now, jitter);
 }
 
+void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adopted,
+                    const rs_sched_conf_t *conf, double jitter)
+{
+    st->lease_until = 0;
+    st->lease_owner = 0;
+    st->failures = 0;
+    st->resp_this_update = adopted->this_update;
+    st->resp_next_update = adopted->next_update;
+    st->resp_revoked = adopted->verdict == RS_VERDICT_REVOKED;
+    st->next_attempt = rs_sched_renew_at(conf, st->resp_this_update, st->resp_next_update, 0,
+                                         jitter);
+    if (st->next_attempt < now)
+        st->next_attempt = now;
+}
+
+rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,
+                                  const rs_ocsp_result_t *fleet, apr_uint64_t lease_owner,
+                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now)
+{
+    /* earliest renewal any server's jitter could give the fleet's response */
+    if (fleet && rs_verdict_is_valid(fleet->verdict)
+        && rs_sched_should_replace(st->resp_this_update, st->resp_next_update,
+                                   fleet->this_update, fleet->next_update, now)
+        && (fleet->this_update != st->resp_this_update
+            || fleet->next_update != st->resp_next_update)
+        && rs_sched_renew_at(conf, fleet->this_update, fleet->next_update, 0, -1.0) > now)
+        return RS_FLEET_ADOPT;
+    /* someone of this server stored a response (from the fleet) meanwhile */
+    if (st->next_attempt > now)
+        return RS_FLEET_WAIT;
+    if (lease_owner && lease_owner != me && lease_until > now)
+        return RS_FLEET_WAIT;
+    return RS_FLEET_FETCH;
+}
+
 void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
                       int resp_status, const char *reason,
                       const rs_sched_conf_t *conf, double jitter)

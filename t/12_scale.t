@@ -27,29 +27,12 @@ my $responder = RSTest::start_helper($rport, '/_ctl/ping', "$vars->{t_dir}/ocsp_
 my $main_pid = $$;
 END { kill 'TERM', $responder if $responder && $$ == $main_pid; }
 
-my $loads = RSTest::slurp("$vars->{t_dir}/inherit.conf");
 sub write_conf {
     my ($on, $n, $cache) = @_;
     $n //= $N;
     $cache = $cache ? "ResilientStaplingCache $cache\n" : '';
-    my $user = $< == 0 ? "User nobody\nGroup nogroup\n" : '';
-    my $conf = <<"EOC";
-ServerRoot $root
-PidFile $root/logs/httpd.pid
-ErrorLog $root/logs/error_log
-DefaultRuntimeDir $root/logs
-ServerName localhost
-LogLevel warn resilient_stapling:info
-$loads$user
-TypesConfig /dev/null
-StartServers 2
-ServerLimit 2
-MaxRequestWorkers 50
-Listen 127.0.0.1:$sport
-ResilientStapling $on
-ResilientStaplingStore $root/store
-$cache
-EOC
+    my $conf = RSTest::server_conf_head($root, $sport)
+             . "ResilientStapling $on\nResilientStaplingStore $root/store\n$cache";
     for my $i (0 .. $n - 1) {
         my $l = sprintf 's%04d', $i;
         $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"

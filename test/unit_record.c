@@ -104,6 +104,22 @@ static void test_u64(void **state)
     assert_true(rs_u64_decode(b) == 0x1122334455667788ULL);
 }
 
+static void test_lease(void **state)
+{
+    unsigned char buf[RS_LEASE_WIRE_LEN];
+    apr_uint64_t owner;
+    apr_time_t until;
+    (void)state;
+    rs_lease_encode(0x0123456789abcdefULL, 1700000000000000LL, buf);
+    assert_int_equal(rs_lease_decode(buf, sizeof(buf), &owner, &until), APR_SUCCESS);
+    assert_true(owner == 0x0123456789abcdefULL);
+    assert_true(until == 1700000000000000LL);
+    /* a foreign or truncated record from a shared cache is not a lease */
+    assert_int_equal(rs_lease_decode(buf, sizeof(buf) - 1, &owner, &until), APR_EINVAL);
+    buf[0] = 'X';
+    assert_int_equal(rs_lease_decode(buf, sizeof(buf), &owner, &until), APR_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_error_text_is_bounded),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_u64),
+        cmocka_unit_test(test_lease),
     };
     return cmocka_run_group_tests_name("rs_record", tests, NULL, NULL);
 }

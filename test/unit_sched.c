@@ -150,6 +150,68 @@ static void test_responder_key(void **state)
     assert_true(rs_responder_key("http://127.0.0.1:18529/a") != rs_responder_key("http://127.0.0.1:18530/a"));
 }
 
+static rs_ocsp_result_t good(apr_time_t this_update, apr_time_t next_update)
+{
+    rs_ocsp_result_t r;
+    memset(&r, 0, sizeof(r));
+    r.verdict = RS_VERDICT_GOOD;
+    r.this_update = this_update;
+    r.next_update = next_update;
+    return r;
+}
+
+static void test_fleet_decide(void **state)
+{
+    rs_state_t st;
+    rs_ocsp_result_t fresh = good(S(1000), S(1000 + 86400)), due = good(S(0), S(1200));
+    rs_ocsp_result_t bad = fresh;
+    const apr_uint64_t me = 7, other = 9;
+    const apr_time_t now = S(1100);
+    (void)state;
+    bad.verdict = RS_VERDICT_BAD_SIGNATURE;
+    rs_state_init(&st);
+    /* nothing here: take a fresh response from the fleet */
+    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now), RS_FLEET_ADOPT);
+    /* an invalid one is never taken; nobody leases: fetch */
+    assert_int_equal(rs_fleet_decide(&conf, &st, &bad, 0, 0, me, now), RS_FLEET_FETCH);
+    /* the fleet's is newer but itself due: fetch rather than adopt */
+    assert_int_equal(rs_fleet_decide(&conf, &st, &due, 0, 0, me, now), RS_FLEET_FETCH);
+    /* another server's live lease: wait; an expired one or ours: fetch */
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now + S(5), me, now),
+                     RS_FLEET_WAIT);
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now - 1, me, now),
+                     RS_FLEET_FETCH);
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, me, now + S(5), me, now),
+                     RS_FLEET_FETCH);
+    /* the fleet holds what we hold already: not adopted again */
+    rs_state_adopt(&st, now, &fresh, &conf, 0.0);
+    st.next_attempt = now; /* a refresh was asked for */
+    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now), RS_FLEET_FETCH);
+    /* another child of this server stored a response meanwhile: no fetch */
+    st.next_attempt = now + S(60);
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, 0, 0, me, now), RS_FLEET_WAIT);
+}
+
+static void test_adopt(void **state)
+{
+    rs_state_t st;
+    rs_ocsp_result_t fresh = good(S(1000), S(1000 + 86400));
+    (void)state;
+    rs_state_init(&st);
+    st.failures = 3;
+    st.fetches = 5;
+    st.lease_owner = 7;
+    st.lease_until = S(2000);
+    rs_state_adopt(&st, S(1100), &fresh, &conf, 0.0);
+    assert_int_equal(st.resp_this_update, S(1000));
+    assert_int_equal(st.resp_next_update, S(1000 + 86400));
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.fetches, 5); /* no responder request was made */
+    assert_int_equal(st.lease_owner, 0);
+    assert_int_equal(st.lease_until, 0);
+    assert_int_equal(st.next_attempt, S(1000 + 43200));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +224,8 @@ int main(void)
         cmocka_unit_test(test_success_and_failure),
         cmocka_unit_test(test_slots_bound_and_isolation),
         cmocka_unit_test(test_responder_key),
+        cmocka_unit_test(test_fleet_decide),
+        cmocka_unit_test(test_adopt),
     };
     return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
 }

@@ -148,10 +148,33 @@ sub serial {
 }
 
 # mod_ssl's id of a certificate (SHA-1 of its DER), as the store names files.
-sub cert_id {
-    my $leaf = shift;
-    my $id = `openssl x509 -in $PKI/$leaf.crt -outform DER | openssl dgst -sha1 -r`;
+sub cert_id { cert_id_of("$PKI/$_[0].crt") }
+sub cert_id_of {
+    my $path = shift;
+    my $id = `openssl x509 -in $path -outform DER | openssl dgst -sha1 -r`;
     return (split ' ', $id)[0];
+}
+
+# The start of the configuration of a separate httpd (scale, fleet tests):
+# its own ServerRoot, logs and port, the modules of t/inherit.conf.
+sub server_conf_head {
+    my ($root, $port) = @_;
+    my $loads = slurp("$T/inherit.conf");
+    my $user = $< == 0 ? "User nobody\nGroup nogroup\n" : '';
+    return <<"EOC";
+ServerRoot $root
+PidFile $root/logs/httpd.pid
+ErrorLog $root/logs/error_log
+DefaultRuntimeDir $root/logs
+ServerName localhost
+LogLevel warn resilient_stapling:info
+$loads$user
+TypesConfig /dev/null
+StartServers 2
+ServerLimit 2
+MaxRequestWorkers 50
+Listen 127.0.0.1:$port
+EOC
 }
 
 sub store_dir { "$T/state/resilient_stapling" }
