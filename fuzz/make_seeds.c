@@ -61,6 +61,11 @@ int main(int argc, char **argv)
     strcpy(st.last_error, "responder answered tryLater");
     rs_state_encode(&st, rec);
     put(sdir, "failing.state", rec, sizeof(rec));
+    {
+        unsigned char lease[RS_LEASE_WIRE_LEN];
+        rs_lease_encode(0x0123456789abcdefULL, (apr_time_t)1700000000000000LL, lease);
+        put(sdir, "held.lease", lease, sizeof(lease));
+    }
     tpki_free(pki);
     return 0;
 }

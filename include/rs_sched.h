@@ -1,8 +1,9 @@
 /* rs_sched.h: when to fetch, who fetches, and what a fetch result changes.
  *
- * The scheduling state of one certificate is shared by all children (and,
- * with memcache/redis, by a fleet) through the shared cache; these are the
- * pure rules applied to it under the global mutex. No I/O, no httpd.
+ * The scheduling state of one certificate is shared by the children of a
+ * server through shared memory; a fleet (memcache/redis) shares responses
+ * and leases, and rs_fleet_decide says what a server does with them. These
+ * are the pure rules, applied under the global mutex. No I/O, no httpd.
  */
 #ifndef RS_SCHED_H
 #define RS_SCHED_H
