@@ -68,8 +68,9 @@ typedef struct {
 /* Parse the PEM mod_ssl primes with (leaf first, then issuer). A missing
  * issuer is APR_ENOENT (the caller skips the certificate quietly); anything
  * unparseable is APR_EINVAL. err receives a sentence for the log.
- * issuers (may be NULL) maps issuer DER digests to parsed issuers, so that
- * a thousand leaves of one CA share one X509 (entries live as long as p). */
+ * issuers (may be NULL) maps digests of the issuer PEM to parsed issuers, so that
+ * a thousand leaves of one CA share one X509, parsed once (entries live as
+ * long as p). */
 apr_status_t rs_cert_from_pem(rs_cert_t **pcert, apr_pool_t *p, const char *pem,
                               apr_hash_t *issuers, char *err, apr_size_t errlen);
 
