@@ -24,6 +24,7 @@ APLOG_USE_MODULE(resilient_stapling);
 
 /* memcached and Redis keep a key at most this long without a write */
 #define GENERATION_TTL apr_time_from_sec(86400)
+#define MAX_EXPIRY apr_time_from_sec(29 * 86400)
 /* How often a child tries a fleet cache that is down. */
 #define FLEET_PROBE apr_time_from_sec(5)
 /* A call with no progress for this long: the cache hangs. memcached
@@ -167,6 +168,9 @@ apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs
     /* memcache wants at least a second: a record about to expire is not worth it */
     if (expiry - apr_time_now() < apr_time_from_sec(2))
         return APR_EINVAL;
+    /* memcached reads more than 30 days as an absolute time (in 1970) */
+    if (expiry - apr_time_now() > MAX_EXPIRY)
+        expiry = apr_time_now() + MAX_EXPIRY;
     apr_atomic_inc32(&calls_in_flight);
     rv = reg->fleet->store(reg->fleet_inst, s, key, RS_KEY_LEN, expiry, (unsigned char *)data,
                            (unsigned int)len, p);
