@@ -190,8 +190,9 @@ void rs_fleet_watch(rs_registry_t *reg, server_rec *s, apr_time_t now);
 /* 1 if this child should probe the fleet cache it found down (every 5 s,
  * never while a call of this child still hangs). */
 int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now);
-/* A call worked again: 1 if this child brought the fleet back (logged). */
-int rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
+/* A probe worked: this child calls the cache again; the first child of the
+ * server to get here logs it (RS0602) and has everything compared. */
+void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
 
 /* mod_resilient_stapling_notify.c */
 typedef struct rs_notifier_t rs_notifier_t;

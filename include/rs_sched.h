@@ -68,10 +68,12 @@ void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adop
  * lease, so wait; or fetch. */
 typedef enum { RS_FLEET_FETCH, RS_FLEET_ADOPT, RS_FLEET_WAIT } rs_fleet_action_e;
 /* fleet: the verified response found in the fleet's cache, or NULL;
- * lease_owner 0 if there is no lease. */
+ * lease_owner 0 if there is no lease. For RS_FLEET_WAIT, *wait_until is
+ * when to look again. */
 rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,
                                   const rs_ocsp_result_t *fleet, apr_uint64_t lease_owner,
-                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now);
+                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now,
+                                  apr_time_t *wait_until);
 
 /* When a response with this lifetime should be renewed: once the renew
  * window is reached, +-10 % of the window, never sooner than retry_min

@@ -22,6 +22,11 @@ apr_status_t rs_staple_create(rs_staple_t **pstaple, apr_pool_t *p);
 apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
                            apr_time_t this_update, apr_time_t next_update, int revoked);
 
+/* Install a verified response unless the installed one is newer
+ * (rs_sched_should_replace, decided under the lock): 1 if installed. */
+int rs_staple_offer(rs_staple_t *st, const unsigned char *der, apr_size_t len,
+                    apr_time_t this_update, apr_time_t next_update, int revoked, apr_time_t now);
+
 /* Calls cb exactly once: with the response while now < nextUpdate, else
  * with (NULL, 0). Returns 1 if a response was handed over. */
 int rs_staple_serve(rs_staple_t *st, apr_time_t now, rs_staple_copy_fn *cb, void *userdata);

@@ -87,11 +87,11 @@ static void mark_down(rs_registry_t *reg, server_rec *s, apr_status_t rv, const 
                  "has and fetches for itself until the cache is back", reg->fleet_desc, what);
 }
 
-int rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
+void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
 {
     apr_atomic_set32(&child_down, 0);
     if (apr_atomic_cas32(&reg->shared->fleet_down, 0, 1) != 1)
-        return 0;
+        return;
     if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
         reg->shared->fleet_back_at = apr_time_now();
         apr_global_mutex_unlock(reg->mutex);
@@ -101,7 +101,6 @@ int rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                  "RS0602: the fleet cache %s is back: sharing responses with the fleet again",
                  reg->fleet_desc);
-    return 1;
 }
 
 int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now)

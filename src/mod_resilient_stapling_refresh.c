@@ -110,30 +110,40 @@ static int is_stopping(void *baton)
 
 /* --- installing responses in this child --- */
 
-/* Verified again here: the shared cache may be memcached or Redis, which we
- * do not trust more than the network. */
+/* A verified response, offered to this child's staple. */
+static int offer(rs_entry_t *e, const unsigned char *der, apr_size_t len,
+                 const rs_ocsp_result_t *res, apr_time_t now)
+{
+    return rs_staple_offer(e->staple, der, len, res->this_update, res->next_update,
+                           res->verdict == RS_VERDICT_REVOKED, now);
+}
+
+/* A response read from a cache is verified like one from the network: the
+ * cache may be memcached or Redis, trusted no more than the network. code,
+ * kind and desc name the cache in the log line when it is not valid. */
+static int verify_cached(refresher_t *r, rs_entry_t *e, const unsigned char *der,
+                         apr_size_t len, apr_time_t now, const char *code, const char *kind,
+                         const char *desc, rs_ocsp_result_t *res)
+{
+    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, res);
+    if (rs_verdict_is_valid(res->verdict))
+        return 1;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                 "%s: response for %s in the %s cache %s is not valid (%s: %s), ignored", code,
+                 e->cert->subject, kind, desc, rs_verdict_name(res->verdict), res->detail);
+    return 0;
+}
+
 static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der,
                                apr_size_t len, apr_time_t now, apr_pool_t *p)
 {
     rs_ocsp_result_t res;
-    apr_time_t this_update, next_update;
 
-    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, &res);
-    if (!rs_verdict_is_valid(res.verdict)) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                     "RS0220: response for %s in the shared cache is not valid (%s: %s), "
-                     "ignored", e->cert->subject, rs_verdict_name(res.verdict), res.detail);
-        return;
-    }
-    rs_staple_times(e->staple, &this_update, &next_update);
-    if (rs_sched_should_replace(this_update, next_update, res.this_update, res.next_update,
-                                now)) {
-        rs_staple_set(e->staple, der, len, res.this_update, res.next_update,
-                      res.verdict == RS_VERDICT_REVOKED);
+    if (verify_cached(r, e, der, len, now, "RS0220", "shared", r->reg->cache_desc, &res)
+        && offer(e, der, len, &res, now))
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
                      "RS0221: picked up the response for %s from the shared cache "
                      "(nextUpdate %s)", e->cert->subject, fmt_time(p, res.next_update));
-    }
 }
 
 /* Put back a valid response this child serves but the cache lost (shmcb
@@ -292,7 +302,6 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
 {
     rs_state_t st;
     int newer = 0;
-    apr_time_t this_update, next_update;
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         return 0;
@@ -320,11 +329,7 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
     if (!newer)
         return 0;
     rs_store_write(r->reg, r->s, e, der, len, p);
-    rs_staple_times(e->staple, &this_update, &next_update);
-    if (rs_sched_should_replace(this_update, next_update, res->this_update, res->next_update,
-                                now))
-        rs_staple_set(e->staple, der, len, res->this_update, res->next_update,
-                      res->verdict == RS_VERDICT_REVOKED);
+    offer(e, der, len, res, now);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
                  "RS0603: took the %s response for %s (valid until %s) from the fleet cache %s",
                  rs_verdict_name(res->verdict), e->cert->subject, fmt_time(p, res->next_update),
@@ -352,20 +357,6 @@ static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_ti
     return until;
 }
 
-/* The fleet cache is not trusted more than the network: verified here. */
-static int fleet_check(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_size_t len,
-                       apr_time_t now, rs_ocsp_result_t *res)
-{
-    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, res);
-    if (rs_verdict_is_valid(res->verdict))
-        return 1;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                 "RS0604: response for %s in the fleet cache %s is not valid (%s: %s), ignored",
-                 e->cert->subject, r->reg->fleet_desc, rs_verdict_name(res->verdict),
-                 res->detail);
-    return 0;
-}
-
 static void settle(refresher_t *r)
 {
     apr_uint32_t v = 0;
@@ -390,7 +381,7 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
     unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
     unsigned char lease[RS_LEASE_WIRE_LEN];
     apr_uint64_t owner = 0;
-    apr_time_t lease_until = 0, now = apr_time_now();
+    apr_time_t lease_until = 0, wait_until, now = apr_time_now();
     rs_ocsp_result_t res, *found = NULL;
     rs_fleet_action_e action;
     apr_size_t len, lease_len;
@@ -398,7 +389,7 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
 
     if (rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, p)
             == APR_SUCCESS
-        && fleet_check(r, e, buf, len, now, &res))
+        && verify_cached(r, e, buf, len, now, "RS0604", "fleet", reg->fleet_desc, &res))
         found = &res;
     if (rs_fleet_down(reg))
         return RS_FLEET_FETCH;
@@ -412,14 +403,14 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
     rs_shared_state_get(reg, e, &st);
     apr_global_mutex_unlock(reg->mutex);
 
-    action = rs_fleet_decide(&reg->sched, &st, found, owner, lease_until, r->owner, now);
+    action = rs_fleet_decide(&reg->sched, &st, found, owner, lease_until, r->owner, now,
+                             &wait_until);
     if (action == RS_FLEET_ADOPT) {
         adopt(r, e, buf, len, found, slot, now, until, p);
         return RS_FLEET_ADOPT;
     }
     if (action == RS_FLEET_WAIT) {
-        *until = wait_for_fleet(r, e, slot, st.next_attempt > now ? st.next_attempt
-                                                                  : lease_until);
+        *until = wait_for_fleet(r, e, slot, wait_until);
         return RS_FLEET_WAIT;
     }
     rs_lease_encode(r->owner, now + reg->sched.lease, lease);
@@ -487,7 +478,8 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
         rv = rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, ip);
         if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
             break;
-        valid = rv == APR_SUCCESS && fleet_check(r, e, buf, len, now, &res);
+        valid = rv == APR_SUCCESS
+                && verify_cached(r, e, buf, len, now, "RS0604", "fleet", reg->fleet_desc, &res);
         if (valid)
             adopt(r, e, buf, len, &res, -1, now, NULL, ip);
         /* ours is put back when the fleet's is missing, invalid or older */
@@ -682,14 +674,8 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
     rs_store_write_state(r->reg, r->s, e, &st, p);
-    if (rs_verdict_is_valid(res.verdict)) {
-        apr_time_t this_update, next_update;
-        rs_staple_times(e->staple, &this_update, &next_update);
-        if (rs_sched_should_replace(this_update, next_update, res.this_update,
-                                    res.next_update, now))
-            rs_staple_set(e->staple, body, len, res.this_update, res.next_update,
-                          res.verdict == RS_VERDICT_REVOKED);
-    }
+    if (rs_verdict_is_valid(res.verdict))
+        offer(e, body, len, &res, now);
     log_attempt(r, e, &res, &st, now - start, now, p);
     if (event)
         report(r, e, event, &st, now, p);

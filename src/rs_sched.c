@@ -114,8 +114,10 @@ void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adop
 
 rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,
                                   const rs_ocsp_result_t *fleet, apr_uint64_t lease_owner,
-                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now)
+                                  apr_time_t lease_until, apr_uint64_t me, apr_time_t now,
+                                  apr_time_t *wait_until)
 {
+    *wait_until = 0;
     /* earliest renewal any server's jitter could give the fleet's response */
     if (fleet && rs_verdict_is_valid(fleet->verdict)
         && rs_sched_should_replace(st->resp_this_update, st->resp_next_update,
@@ -125,10 +127,14 @@ rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t 
         && rs_sched_renew_at(conf, fleet->this_update, fleet->next_update, 0, -1.0) > now)
         return RS_FLEET_ADOPT;
     /* someone of this server stored a response (from the fleet) meanwhile */
-    if (st->next_attempt > now)
+    if (st->next_attempt > now) {
+        *wait_until = st->next_attempt;
         return RS_FLEET_WAIT;
-    if (lease_owner && lease_owner != me && lease_until > now)
+    }
+    if (lease_owner && lease_owner != me && lease_until > now) {
+        *wait_until = lease_until;
         return RS_FLEET_WAIT;
+    }
     return RS_FLEET_FETCH;
 }
 

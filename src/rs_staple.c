@@ -5,6 +5,7 @@
 #include <apr_strings.h>
 #include <apr_thread_rwlock.h>
 
+#include "rs_sched.h"
 #include "rs_staple.h"
 
 /* Immutable once installed: readers never see a half-written response. */
@@ -41,24 +42,52 @@ apr_status_t rs_staple_create(rs_staple_t **pstaple, apr_pool_t *p)
     return APR_SUCCESS;
 }
 
-apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
-                           apr_time_t this_update, apr_time_t next_update, int revoked)
+static blob_t *make_blob(const unsigned char *der, apr_size_t len, apr_time_t this_update,
+                         apr_time_t next_update, int revoked)
 {
-    blob_t *b = malloc(sizeof(*b) + len), *old;
+    blob_t *b = malloc(sizeof(*b) + len);
     if (!b)
-        return APR_ENOMEM;
+        return NULL;
     b->this_update = this_update;
     b->next_update = next_update;
     b->revoked = revoked;
     b->len = len;
     memcpy(b->der, der, len);
+    return b;
+}
 
+apr_status_t rs_staple_set(rs_staple_t *st, const unsigned char *der, apr_size_t len,
+                           apr_time_t this_update, apr_time_t next_update, int revoked)
+{
+    blob_t *b = make_blob(der, len, this_update, next_update, revoked), *old;
+    if (!b)
+        return APR_ENOMEM;
     apr_thread_rwlock_wrlock(st->lock);
     old = st->current;
     st->current = b;
     apr_thread_rwlock_unlock(st->lock);
     free(old);
     return APR_SUCCESS;
+}
+
+int rs_staple_offer(rs_staple_t *st, const unsigned char *der, apr_size_t len,
+                    apr_time_t this_update, apr_time_t next_update, int revoked, apr_time_t now)
+{
+    blob_t *b = make_blob(der, len, this_update, next_update, revoked), *old;
+    int taken;
+    if (!b)
+        return 0;
+    apr_thread_rwlock_wrlock(st->lock);
+    old = st->current;
+    /* compared under the write lock: a fetch and a pickup from the cache
+     * racing in two threads cannot put the older response back */
+    taken = rs_sched_should_replace(old ? old->this_update : 0, old ? old->next_update : 0,
+                                    this_update, next_update, now);
+    if (taken)
+        st->current = b;
+    apr_thread_rwlock_unlock(st->lock);
+    free(taken ? old : b);
+    return taken;
 }
 
 int rs_staple_serve(rs_staple_t *st, apr_time_t now, rs_staple_copy_fn *cb, void *userdata)

@@ -167,29 +167,32 @@ static void test_fleet_decide(void **state)
     rs_ocsp_result_t bad = fresh;
     const apr_uint64_t me = 7, other = 9;
     const apr_time_t now = S(1100);
+    apr_time_t until;
     (void)state;
     bad.verdict = RS_VERDICT_BAD_SIGNATURE;
     rs_state_init(&st);
     /* nothing here: take a fresh response from the fleet */
-    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now), RS_FLEET_ADOPT);
+    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now, &until), RS_FLEET_ADOPT);
     /* an invalid one is never taken; nobody leases: fetch */
-    assert_int_equal(rs_fleet_decide(&conf, &st, &bad, 0, 0, me, now), RS_FLEET_FETCH);
+    assert_int_equal(rs_fleet_decide(&conf, &st, &bad, 0, 0, me, now, &until), RS_FLEET_FETCH);
     /* the fleet's is newer but itself due: fetch rather than adopt */
-    assert_int_equal(rs_fleet_decide(&conf, &st, &due, 0, 0, me, now), RS_FLEET_FETCH);
+    assert_int_equal(rs_fleet_decide(&conf, &st, &due, 0, 0, me, now, &until), RS_FLEET_FETCH);
     /* another server's live lease: wait; an expired one or ours: fetch */
-    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now + S(5), me, now),
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now + S(5), me, now, &until),
                      RS_FLEET_WAIT);
-    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now - 1, me, now),
+    assert_int_equal(until, now + S(5));
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, other, now - 1, me, now, &until),
                      RS_FLEET_FETCH);
-    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, me, now + S(5), me, now),
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, me, now + S(5), me, now, &until),
                      RS_FLEET_FETCH);
     /* the fleet holds what we hold already: not adopted again */
     rs_state_adopt(&st, now, &fresh, &conf, 0.0);
     st.next_attempt = now; /* a refresh was asked for */
-    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now), RS_FLEET_FETCH);
+    assert_int_equal(rs_fleet_decide(&conf, &st, &fresh, 0, 0, me, now, &until), RS_FLEET_FETCH);
     /* another child of this server stored a response meanwhile: no fetch */
     st.next_attempt = now + S(60);
-    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, 0, 0, me, now), RS_FLEET_WAIT);
+    assert_int_equal(rs_fleet_decide(&conf, &st, NULL, 0, 0, me, now, &until), RS_FLEET_WAIT);
+    assert_int_equal(until, now + S(60));
 }
 
 static void test_adopt(void **state)

@@ -145,6 +145,33 @@ static void test_concurrent_readers(void **state)
     apr_pool_destroy(p);
 }
 
+static void test_offer_keeps_the_newer(void **state)
+{
+    apr_pool_t *p;
+    rs_staple_t *st;
+    sink_t sink = {0};
+    apr_time_t t, n;
+    (void)state;
+    apr_pool_create(&p, NULL);
+    rs_staple_create(&st, p);
+    /* nothing installed: taken */
+    assert_int_equal(rs_staple_offer(st, (const unsigned char *)"NEW", 3, S(100), S(200), 0,
+                                     S(150)), 1);
+    /* an older one, late from another thread: refused */
+    assert_int_equal(rs_staple_offer(st, (const unsigned char *)"OLD", 3, S(50), S(300), 0,
+                                     S(150)), 0);
+    rs_staple_times(st, &t, &n);
+    assert_int_equal(t, S(100));
+    assert_int_equal(rs_staple_serve(st, S(150), copy_cb, &sink), 1);
+    assert_memory_equal(sink.data, "NEW", 3);
+    /* once the installed one expired, any valid one is taken */
+    assert_int_equal(rs_staple_offer(st, (const unsigned char *)"OLD", 3, S(50), S(300), 0,
+                                     S(250)), 1);
+    rs_staple_times(st, &t, &n);
+    assert_int_equal(t, S(50));
+    apr_pool_destroy(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_served_until_next_update),
         cmocka_unit_test(test_replaced_copy_is_independent),
         cmocka_unit_test(test_concurrent_readers),
+        cmocka_unit_test(test_offer_keeps_the_newer),
     };
     int rc;
     apr_initialize();
