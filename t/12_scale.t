@@ -42,20 +42,8 @@ sub write_conf {
     t_write_file("$root/httpd.conf", $conf);
 }
 
-# start, return seconds until "resuming normal operations"
-sub start {
-    truncate "$root/logs/error_log", 0 if -f "$root/logs/error_log";
-    my $t0 = time;
-    system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'start') == 0 or die "httpd failed\n";
-    RSTest::wait_for(sub { RSTest::slurp("$root/logs/error_log") =~ /resuming normal operations/ },
-                     120, 0.05) or die "httpd did not come up\n";
-    return (time - $t0, $t0);
-}
-sub stop {
-    system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'stop');
-    RSTest::wait_for(sub { !-f "$root/logs/httpd.pid" }, 30, 0.1);
-    sleep 0.5;
-}
+sub start { RSTest::start_httpd($vars->{httpd}, $root) }
+sub stop { RSTest::stop_httpd($vars->{httpd}, $root); sleep 0.5 }
 sub pss_kb {
     my $pid = RSTest::slurp("$root/logs/httpd.pid");
     chomp $pid;

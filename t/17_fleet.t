@@ -99,16 +99,9 @@ EOC
 sub start_server {
     my ($n, $keep_store) = @_;
     remove_tree("$root/$n/store") unless $keep_store;
-    truncate "$root/$n/logs/error_log", 0 if -f "$root/$n/logs/error_log";
-    system($vars->{httpd}, '-f', "$root/$n/httpd.conf", '-k', 'start') == 0 or die "httpd $n\n";
-    RSTest::wait_for(sub { log_of($n) =~ /resuming normal operations/ }, 30, 0.05)
-        or die "httpd $n did not come up\n";
+    RSTest::start_httpd($vars->{httpd}, "$root/$n", 30);
 }
-sub stop_server {
-    my $n = shift;
-    system($vars->{httpd}, '-f', "$root/$n/httpd.conf", '-k', 'stop');
-    RSTest::wait_for(sub { !-f "$root/$n/logs/httpd.pid" }, 30, 0.1);
-}
+sub stop_server { RSTest::stop_httpd($vars->{httpd}, "$root/$_[0]") }
 sub log_of { my $n = shift; eval { RSTest::slurp("$root/$n/logs/error_log") } // '' }
 sub count { my ($n, $re) = @_; my $c = () = log_of($n) =~ /$re/g; $c }
 
@@ -116,11 +109,9 @@ sub count { my ($n, $re) = @_; my $c = () = log_of($n) =~ /$re/g; $c }
 # in list context also next_update
 sub stapled {
     my ($n, $leaf) = @_;
-    my $out = `openssl s_client -connect 127.0.0.1:$sport{$n} -servername $leaf.rs.test -status </dev/null 2>&1`;
-    return 0 unless $out =~ /Cert Status: good/ && $out =~ /This Update: (.+)/;
-    my $this = RSTest::parse_time($1);
-    my $next = $out =~ /Next Update: (.+)/ ? RSTest::parse_time($1) : 0;
-    return wantarray ? ($this, $next) : $this;
+    my $h = RSTest::handshake_on($sport{$n}, $leaf);
+    return 0 unless ($h->{status} // '') eq 'good' && $h->{this_update};
+    return wantarray ? ($h->{this_update}, $h->{next_update} // 0) : $h->{this_update};
 }
 sub all_long_lived {
     for my $n (@_) {

@@ -126,6 +126,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
 
+    def stream(self, length, pieces, delay=0.0):
+        """Announce length bytes, then send pieces, delay seconds apart, until
+        done or the client hangs up (the modes a size cap or deadline must cut)."""
+        self.start_body(length)
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                if delay:
+                    self.wfile.flush()
+                    time.sleep(delay)
+        except OSError:
+            pass
+        self.close_connection = True
+
     def reply(self, code, body, ctype="application/ocsp-response", length=None):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
@@ -213,26 +227,12 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "huge":
             # 100 MB announced and sent (while the client reads): the size cap must cut it
             chunk = b"0" * 65536
-            self.start_body(100 * 1024 * 1024)
-            try:
-                for _ in range(1600):
-                    self.wfile.write(chunk)
-            except OSError:
-                pass
-            self.close_connection = True
+            self.stream(100 * 1024 * 1024, (chunk for _ in range(1600)))
             return
         if mode == "trickle":
             # a good response at 1 byte/s: the total deadline must hold
             body = build(leaf, "good", validity)
-            self.start_body(len(body))
-            try:
-                for b in body:
-                    self.wfile.write(bytes([b]))
-                    self.wfile.flush()
-                    time.sleep(1)
-            except OSError:
-                pass
-            self.close_connection = True
+            self.stream(len(body), (bytes([b]) for b in body), delay=1)
             return
         if mode == "clmore":
             # Content-Length says more than is sent, then the connection stays open

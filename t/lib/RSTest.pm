@@ -111,9 +111,11 @@ sub parse_time {
 # One full handshake with "openssl s_client -status". Returns a hash:
 #   stapled (0/1), status (good/revoked/unknown), this_update, next_update
 #   (epoch), resp_status, elapsed (seconds), ok (handshake completed).
-sub handshake {
-    my ($leaf, @args) = @_;
-    my $port = ssl_port();
+sub handshake { my ($leaf, @args) = @_; return handshake_on(ssl_port(), $leaf, @args) }
+
+# The same against another httpd (the scale and fleet tests' own servers).
+sub handshake_on {
+    my ($port, $leaf, @args) = @_;
     my $t0 = time;
     my $ca = $leaf =~ /^ca2-/ ? 'ca2' : 'ca';
     my $out = `openssl s_client -connect 127.0.0.1:$port -servername $leaf.rs.test -status -CAfile $PKI/$ca.crt @args </dev/null 2>&1`;
@@ -175,6 +177,25 @@ ServerLimit 2
 MaxRequestWorkers 50
 Listen 127.0.0.1:$port
 EOC
+}
+
+# Start/stop such a separate httpd ($root/httpd.conf, logs in $root/logs):
+# start truncates its error log and returns the seconds until it said
+# "resuming normal operations" (and when it was started).
+sub start_httpd {
+    my ($httpd, $root, $timeout) = @_;
+    my $log = "$root/logs/error_log";
+    truncate $log, 0 if -f $log;
+    my $t0 = time;
+    system($httpd, '-f', "$root/httpd.conf", '-k', 'start') == 0 or die "httpd $root failed\n";
+    wait_for(sub { (eval { slurp($log) } // '') =~ /resuming normal operations/ },
+             $timeout // 120, 0.05) or die "httpd $root did not come up\n";
+    return (time - $t0, $t0);
+}
+sub stop_httpd {
+    my ($httpd, $root) = @_;
+    system($httpd, '-f', "$root/httpd.conf", '-k', 'stop');
+    wait_for(sub { !-f "$root/logs/httpd.pid" }, 30, 0.1);
 }
 
 sub store_dir { "$T/state/resilient_stapling" }
