@@ -148,8 +148,8 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
 
 /* Put back a valid response this child serves but the cache lost (shmcb
  * evicts the oldest records when it runs out of room). Caller holds the
- * global mutex. */
-static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t now,
+ * global mutex, and logs (RS0222) after releasing it: 1 if put back. */
+static int repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t now,
                        apr_pool_t *p)
 {
     unsigned char *der;
@@ -161,9 +161,9 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t
         || (st->resp_this_update
             && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
                                  &cached_len, p) == APR_SUCCESS))
-        return;
+        return 0;
     if (rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
-        return;
+        return 0;
     if (st->resp_this_update != this_update) {
         st->resp_this_update = this_update;
         st->resp_next_update = next_update;
@@ -171,10 +171,7 @@ static void repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t
         rs_shared_state_put(r->reg, e, st);
     }
     rs_cache_changed(r->reg, e);
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                 "RS0222: the shared cache %s had lost the response for %s; put back the one "
-                 "valid until %s (a larger cache avoids this)", r->reg->cache_desc,
-                 e->cert->subject, fmt_time(p, next_update));
+    return 1;
 }
 
 /* Pick up what other children stored. Which certificates changed is read
@@ -201,7 +198,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         apr_time_t this_update, next_update;
         rs_state_t st;
         apr_size_t len;
-        int in_flight;
+        int in_flight, put_back, lost;
 
         if (!audit && version == e->seen_version)
             continue;
@@ -213,8 +210,8 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         if (!in_flight) /* may move earlier: a refresh requested on the status page */
             e->local_next = st.next_attempt;
         apr_thread_mutex_unlock(r->lock);
-        if (audit && !in_flight)
-            repopulate(r, e, &st, now, p);
+        put_back = audit && !in_flight && repopulate(r, e, &st, now, p);
+        lost = 0;
         rs_staple_times(e->staple, &this_update, &next_update);
         if (st.resp_this_update && st.resp_this_update != this_update) {
             if (rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
@@ -231,13 +228,21 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
                 e->cache_lost = 1;
                 e->local_next = now;
                 apr_thread_mutex_unlock(r->lock);
-                ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
-                             "RS0223: the response for %s is gone from the shared cache; "
-                             "fetching it for this child", e->cert->subject);
+                lost = 1;
             }
         }
         apr_global_mutex_unlock(r->reg->mutex);
         e->seen_version = version;
+        /* the error log is a file: written with no cross-process lock held */
+        if (put_back)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                         "RS0222: the shared cache %s had lost the response for %s; put back "
+                         "the one valid until %s (a larger cache avoids this)",
+                         r->reg->cache_desc, e->cert->subject, fmt_time(p, next_update));
+        if (lost)
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
+                         "RS0223: the response for %s is gone from the shared cache; "
+                         "fetching it for this child", e->cert->subject);
     }
 
     /* verification is CPU work: done after the mutex is released */
