@@ -43,9 +43,15 @@ APLOG_USE_MODULE(resilient_stapling);
 /* How often a server compares all its responses with the fleet cache even
  * without a new generation (memcached evicts under memory pressure). */
 #define FLEET_AUDIT apr_time_from_sec(60)
-/* After writing a fleet lease, how long to wait before reading it back: a
- * server that wrote at the same moment has overwritten it by then. */
-#define FLEET_SETTLE_MIN_MS 50
+/* The lease is Fischer's timed mutual exclusion (socache has no
+ * compare-and-set): read it, write it within FLEET_LATE of the read, wait
+ * longer than that, read it back. A server that wrote at the same moment has
+ * overwritten it by then. A write that landed later than FLEET_LATE after its
+ * read (a stalled thread, a slow cache) may have overwritten a lease another
+ * server already read back as its own: that server is fetching, so this one
+ * waits for it. Both bounds grow with the child's usual read-to-write time,
+ * so a distant cache still gets a fetcher. */
+#define FLEET_LATE_MS 100
 #define FLEET_SETTLE_SPREAD_MS 100
 
 typedef struct refresher_t refresher_t;
@@ -69,6 +75,7 @@ struct refresher_t {
     unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
     apr_uint32_t stopping;    /* atomic */
     apr_uint64_t owner;       /* this child's lease token */
+    apr_uint32_t lease_gap;   /* atomic: usual lease read-to-write time, us */
     apr_uint32_t seen_generation;
     int synced;
     apr_time_t next_audit;
@@ -362,22 +369,40 @@ static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_ti
     return until;
 }
 
+/* The fleet's response for e, if there is one and it verifies. */
+static rs_ocsp_result_t *fleet_response(refresher_t *r, rs_entry_t *e, unsigned char *buf,
+                                        apr_size_t *len, apr_time_t now, rs_ocsp_result_t *res,
+                                        apr_pool_t *p)
+{
+    rs_registry_t *reg = r->reg;
+    if (rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, len, p)
+            == APR_SUCCESS
+        && verify_cached(r, e, buf, *len, now, "RS0604", "fleet", reg->fleet_desc, res))
+        return res;
+    return NULL;
+}
+
+/* How late a lease write may land after its read; the settle is longer. */
+static apr_interval_time_t lease_late(refresher_t *r)
+{
+    return apr_time_from_msec(FLEET_LATE_MS) + 2 * (apr_time_t)apr_atomic_read32(&r->lease_gap);
+}
+
 static void settle(refresher_t *r)
 {
     apr_uint32_t v = 0;
-    int ms;
+    apr_time_t until;
     apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
-    for (ms = FLEET_SETTLE_MIN_MS + (int)(v % FLEET_SETTLE_SPREAD_MS); ms > 0 && !is_stopping(r);
-         ms -= 10)
+    until = apr_time_now() + lease_late(r) + apr_time_from_msec(FLEET_LATE_MS / 4)
+            + apr_time_from_msec(v % FLEET_SETTLE_SPREAD_MS);
+    while (apr_time_now() < until && !is_stopping(r))
         apr_sleep(apr_time_from_msec(10));
 }
 
 /* Before fetching a due certificate: is the fleet's response newer (take
- * it), or is another server fetching (wait)? Otherwise take the fleet
- * lease: written, then read back after a moment, since memcached and Redis
- * through ap_socache have no compare-and-set; two servers writing at once
- * both read the one that won. Returns RS_FLEET_FETCH when this child should
- * fetch (also whenever the fleet cache fails: the server fends for itself);
+ * it), or is another server fetching (wait)? Otherwise take the fleet lease
+ * (see FLEET_LATE_MS). Returns RS_FLEET_FETCH when this child should fetch
+ * (also whenever the fleet cache fails: the server fends for itself);
  * otherwise lease and slot are given back and *until is when to look again. */
 static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int slot,
                                             apr_time_t *until, apr_pool_t *p)
@@ -386,18 +411,18 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
     unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
     unsigned char lease[RS_LEASE_WIRE_LEN];
     apr_uint64_t owner = 0;
-    apr_time_t lease_until = 0, wait_until, now = apr_time_now();
-    rs_ocsp_result_t res, *found = NULL;
+    apr_time_t lease_until = 0, wait_until, now = apr_time_now(), read_at;
+    apr_interval_time_t gap, late;
+    rs_ocsp_result_t res, *found;
     rs_fleet_action_e action;
     apr_size_t len, lease_len;
     rs_state_t st;
 
-    if (rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, p)
-            == APR_SUCCESS
-        && verify_cached(r, e, buf, len, now, "RS0604", "fleet", reg->fleet_desc, &res))
-        found = &res;
+    found = fleet_response(r, e, buf, &len, now, &res, p);
     if (rs_fleet_down(reg))
         return RS_FLEET_FETCH;
+    late = lease_late(r);
+    read_at = apr_time_now();
     if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
         == APR_SUCCESS)
         rs_lease_decode(lease, lease_len, &owner, &lease_until);
@@ -418,10 +443,25 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
         *until = wait_for_fleet(r, e, slot, wait_until);
         return RS_FLEET_WAIT;
     }
+    now = apr_time_now();
     rs_lease_encode(r->owner, now + reg->sched.lease, lease);
     if (rs_fleet_put(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), now + reg->sched.lease,
                      p) != APR_SUCCESS)
         return RS_FLEET_FETCH;
+    gap = apr_time_now() - read_at;
+    apr_atomic_set32(&r->lease_gap,
+                     (apr_uint32_t)((3 * (apr_time_t)apr_atomic_read32(&r->lease_gap) + gap) / 4));
+    if (gap > late) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                     "RS0606: the fleet lease for %s was written %ld ms after it was read "
+                     "(more than %ld ms): another server may be fetching it, looking again "
+                     "after the responder timeout", e->cert->subject,
+                     (long)apr_time_as_msec(gap), (long)apr_time_as_msec(late));
+        /* whoever read back a lease before ours landed is done fetching by then */
+        *until = wait_for_fleet(r, e, slot,
+                                apr_time_now() + reg->timeout + apr_time_from_sec(1));
+        return RS_FLEET_WAIT;
+    }
     settle(r);
     if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
             == APR_SUCCESS
@@ -429,6 +469,17 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
         && owner != r->owner && lease_until > apr_time_now()) {
         *until = wait_for_fleet(r, e, slot, lease_until);
         return RS_FLEET_WAIT;
+    }
+    /* A server that published and dropped its lease between our two reads
+     * above looked like no one: its response is there by now. */
+    now = apr_time_now();
+    found = fleet_response(r, e, buf, &len, now, &res, p);
+    if (found
+        && rs_fleet_decide(&reg->sched, &st, found, 0, 0, r->owner, now, &wait_until)
+               == RS_FLEET_ADOPT) {
+        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
+        adopt(r, e, buf, len, found, slot, now, until, p);
+        return RS_FLEET_ADOPT;
     }
     return RS_FLEET_FETCH;
 }

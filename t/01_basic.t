@@ -17,7 +17,7 @@ RSTest::wait_for(sub { RSTest::error_log() =~ /RS0201: OCSP response for CN=good
 sleep 0.3;
 my $h = RSTest::handshake('good');
 ok($h->{ok});
-ok($h->{stapled}) or print "# $h->{raw}\n";
+ok($h->{stapled}) or warn "# $h->{raw}\n";
 ok(($h->{status} // '') eq 'good');
 
 # The responder goes down right after start: still stapled.

@@ -49,7 +49,7 @@ my $VALIDITY = 12;
 # 1. started in the fault: nothing to staple, and the reason is logged
 for my $f (@faults) {
     my $h = RSTest::handshake("f-$f");
-    ok($h->{ok} && !$h->{stapled}) or print "# f-$f stapled before any good response\n";
+    ok($h->{ok} && !$h->{stapled}) or warn "# f-$f stapled before any good response\n";
 }
 my $log = RSTest::wait_for(sub {
     my $l = RSTest::error_log();
@@ -57,7 +57,7 @@ my $log = RSTest::wait_for(sub {
 }, 8) || RSTest::error_log();
 for my $f (@faults) {
     ok($log =~ /RS0202: OCSP fetch for CN=f-$f\.rs\.test,.*failed after \d+ ms: $why{$f}.*nothing valid to staple/)
-        or print "# no log line for f-$f matching $why{$f}\n";
+        or warn "# no log line for f-$f matching $why{$f}\n";
 }
 
 # 2. recovery: short-lived responses so that renewal comes in seconds
@@ -71,7 +71,7 @@ RSTest::wait_for(sub {
     }
     @faults == keys %first;
 }, 10, 0.1);
-ok($first{$_}) or print "# f-$_ not stapled after recovery\n" for @faults;
+ok($first{$_}) or warn "# f-$_ not stapled after recovery\n" for @faults;
 
 # 3. the fault is back when renewal is due (half the lifetime, +-10 %)
 RSTest::set_mode("f-$_", $_) for @faults;
@@ -88,7 +88,7 @@ for my $f (@faults) {
     my $h = RSTest::handshake("f-$f");
     my $same = $first{$f} && $h->{stapled} && $h->{this_update} == $first{$f}{this_update}
         && $h->{status} eq 'good';
-    ok($same) or print "# f-$f: previous good response not stapled during the fault\n";
+    ok($same) or warn "# f-$f: previous good response not stapled during the fault\n";
 }
 
 # 4. recovery again: a newer response replaces the kept one
@@ -101,4 +101,4 @@ RSTest::wait_for(sub {
     }
     @faults == keys %newer;
 }, 10, 0.2);
-ok($newer{$_}) or print "# f-$_: no newer response after the second recovery\n" for @faults;
+ok($newer{$_}) or warn "# f-$_: no newer response after the second recovery\n" for @faults;

@@ -12,7 +12,7 @@ plan tests => 4;
 my $pid = RSTest::slurp('t/logs/httpd.pid');
 chomp $pid;
 my @children = grep { /^\s*\d+\s+$pid\s*$/ } `ps -e -o pid=,ppid=`;
-ok(@children == 4) or print "# children: " . scalar(@children) . "\n";
+ok(@children == 4) or warn "# children: " . scalar(@children) . "\n";
 
 my $V = 6;
 RSTest::set_mode('count', 'good', $V);

@@ -47,9 +47,9 @@ sub syntax {
 for my $case (@bad) {
     my ($rc, $out) = syntax($case->[0]);
     ok($rc != 0);
-    ok($out =~ $case->[1]) or print "# '$case->[0]' said: $out\n";
+    ok($out =~ $case->[1]) or warn "# '$case->[0]' said: $out\n";
 }
 for my $body (@good) {
     my ($rc, $out) = syntax($body);
-    ok($rc == 0) or print "# said: $out\n";
+    ok($rc == 0) or warn "# said: $out\n";
 }

@@ -82,7 +82,7 @@ for my $i (0 .. $N - 1) {
     $stapled++ if $out =~ /Cert Status: good/;
 }
 my $hs_time = time - $t_hs;
-ok($stapled == $N) or print "# stapled $stapled of $N\n";
+ok($stapled == $N) or warn "# stapled $stapled of $N\n";
 ok(time - $t0 < 60 + $hs_time);
 
 # one request per certificate; the peak rate the responder saw
@@ -95,7 +95,7 @@ for my $i (0 .. $N - 1) {
 my %per_sec;
 $per_sec{int $_}++ for @times;
 my ($peak) = sort { $b <=> $a } values %per_sec;
-ok($requests == $N) or print "# $requests requests for $N certificates\n";
+ok($requests == $N) or warn "# $requests requests for $N certificates\n";
 my $cache_line = (RSTest::slurp($log) =~ /(RS0006: .*)/)[0] // '';
 ok($cache_line =~ /stapling $N certificate/);
 ok(RSTest::slurp($log) !~ /RS0204|RS0222|\[resilient_stapling:error\]/);

@@ -30,7 +30,7 @@ my $c = by_cn($j);
 ok($j->{version} == 1 && $j->{generated} =~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
 ok($c->{'good.rs.test'}{state} eq 'good');
 ok($c->{'revoked.rs.test'}{state} eq 'revoked')
-    or print "# revoked: " . JSON::PP->new->canonical->encode($c->{'revoked.rs.test'}) . "\n";
+    or warn "# revoked: " . JSON::PP->new->canonical->encode($c->{'revoked.rs.test'}) . "\n";
 ok($c->{'noaia.rs.test'}{state} eq 'no-ocsp-url' && !defined $c->{'noaia.rs.test'}{id});
 my $none = $c->{'status-none.rs.test'};
 ok($none->{state} eq 'none' && $none->{last_ocsp_status} eq 'unauthorized'
@@ -47,7 +47,7 @@ ok(join(' ', sort @{ $c->{'shared.rs.test'}{vhosts} || [] }) eq 'shared1.rs.test
 my $g = $c->{'good.rs.test'};
 ok($g->{responder} =~ m{^http://127\.0\.0\.1:\d+/good$} && $g->{fetches} >= 1 && $g->{seconds_left} > 3000
    && $g->{issuer} eq 'CN=RS Test Root CA,O=RS Test' && $g->{id} =~ /^[0-9a-f]{40}$/)
-    or print "# good: " . JSON::PP->new->canonical->encode($g) . "\n";
+    or warn "# good: " . JSON::PP->new->canonical->encode($g) . "\n";
 # worst first
 my @order = map { $_->{state} } @{ $j->{certificates} };
 my %rank = (expired => 0, none => 1, revoked => 2, 'stale-but-valid' => 3, good => 4, 'no-ocsp-url' => 5);
@@ -70,7 +70,7 @@ ok($back && $back->{consecutive_failures} == 0 && $back->{failures} >= $expired-
    && $back->{fetches} > $expired->{fetches});
 ok(RSTest::wait_for(sub { notified() =~ /^recovered [0-9a-f]{40} CN=status\.rs\.test/m }, 5));
 my @expiring = notified() =~ /^(expiring [0-9a-f]{40} CN=status\.rs\.test.*)$/mg;
-ok(@expiring == 1) or print "# expiring notifications: " . scalar(@expiring) . "\n";  # once, not per child
+ok(@expiring == 1) or warn "# expiring notifications: " . scalar(@expiring) . "\n";  # once, not per child
 my @expired_n = notified() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test/mg;
 ok(@expired_n == 1);
 ok(notified() =~ /^revoked [0-9a-f]{40} CN=revoked\.rs\.test,O=RS Test revoked/m);
@@ -84,7 +84,7 @@ ok($log =~ /RS0403: ResilientStaplingNotifyCmd .*notify\.sh expiring CN=status\.
 my $res = html_states();
 ok($res->code == 200 && $res->header('Content-Type') =~ m{^text/html});
 ok(join(' ', sort keys %seen_html) eq 'expired good no-ocsp-url none revoked stale-but-valid')
-    or print "# states rendered: @{[ sort keys %seen_html ]}\n";
+    or warn "# states rendered: @{[ sort keys %seen_html ]}\n";
 # self-contained: no script, nothing loaded from anywhere
 ok($res->content =~ /Must-Staple/ && $res->content !~ /<script|\bsrc=|\bhref=|\@import/i);
 my $rows = () = $res->content =~ /<tr class=/g;
@@ -120,7 +120,7 @@ my $fetches = by_cn()->{'good.rs.test'}{fetches};
 RSTest::graceful();
 my $after = by_cn()->{'good.rs.test'};
 ok($fetches >= 2 && $after->{fetches} == $fetches && $after->{state} eq 'good')
-    or print "# fetches before $fetches, after: " . JSON::PP->new->canonical->encode($after) . "\n";
+    or warn "# fetches before $fetches, after: " . JSON::PP->new->canonical->encode($after) . "\n";
 
 # --- no log line per handshake: 20 handshakes of "good", nothing about it.
 # Children of the new generation may still be starting (slowly under ASan)

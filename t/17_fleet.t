@@ -141,6 +141,12 @@ sub requests {
     $total += scalar @{ $log->{$_} // [] } for @leaves;
     return $total;
 }
+# on a failed count: what each server logged about fetching and the fleet
+sub explain {
+    for my $n (@_) {
+        warn "# $n: $_\n" for grep { /RS02(?:0[0-9])|RS06/ } split /\n/, log_of($n);
+    }
+}
 sub ctl { RSTest::http_get($rport, "/_ctl/set?name=*&$_[0]") }
 # POST refresh=all to the status page of server $n (a TLS port: SNI needed)
 sub refresh_all {
@@ -156,9 +162,10 @@ start_server($_) for qw(a b c);
 ok(RSTest::wait_for(sub { all_stapled(qw(a b c)) }, 20, 0.2));   # all three staple every certificate
 sleep 2;
 my $initial = requests();
-ok($initial == @leaves) or print "# $initial responder requests for 3 certificates on 3 servers\n";
 my $adopted = count('b', qr/RS0603: /) + count('c', qr/RS0603: /) + count('a', qr/RS0603: /);
-ok($adopted == 2 * @leaves) or print "# $adopted responses taken from the fleet cache\n";
+ok($initial == @leaves) or warn "# $initial responder requests for 3 certificates on 3 servers\n";
+ok($adopted == 2 * @leaves) or warn "# $adopted responses taken from the fleet cache\n";
+explain(qw(a b c)) unless $initial == @leaves && $adopted == 2 * @leaves;
 
 # sync delay: A fetches anew, B and C staple it
 sleep 1.1;   # thisUpdate has one-second resolution
@@ -177,7 +184,8 @@ ok($delay{b} && $delay{c} && $delay{b} < 3 && $delay{c} < 3);
 printf "# sync delay (A's fetch -> first handshake stapled with it): B %.2f s, C %.2f s\n",
     $delay{b} // -1, $delay{c} // -1;
 sleep 1;
-ok(requests() == 2 * @leaves) or print "# ", requests(), " requests after one refresh\n";
+my $refreshed = requests() - $initial;
+ok($refreshed == @leaves) or warn "# $refreshed requests for one refresh of 3 certificates\n";
 
 # renewals: 10 s responses renewed at 4.5-5.5 s; 3 servers for 30 s
 ctl('validity=10');
@@ -196,21 +204,21 @@ $r0 = requests();
 sleep 30;
 my $renew1 = requests() - $r0;
 printf "# 1 server, 30 s of 10 s responses: %d responder requests\n", $renew1;
-ok($renew3 <= $renew1 * 1.5) or print "# 3 servers: $renew3, 1 server: $renew1\n";
+ok($renew3 <= $renew1 * 1.5) or warn "# 3 servers: $renew3, 1 server: $renew1\n";
 start_server($_, 1) for qw(b c);
 
 # a server that starts while the responder is down staples at once
 stop_server('c');
 ctl('mode=good&validity=3600');
 refresh_all($_) for qw(a b);   # long-lived responses before the outage
-RSTest::wait_for(sub { all_long_lived(qw(a b)) }, 20, 0.5) or print "# no long-lived responses\n";
+RSTest::wait_for(sub { all_long_lived(qw(a b)) }, 20, 0.5) or warn "# no long-lived responses\n";
 ctl('mode=hang');
 my $r1 = requests();
 start_server('c');
 my $t1 = time;
 ok(RSTest::wait_for(sub { all_stapled('c') }, 5, 0.05));   # C staples from the fleet while the responder hangs
 printf "# C: every certificate stapled %.2f s after it was up (responder hanging)\n", time - $t1;
-ok(requests() == $r1) or print "# C asked the hanging responder\n";
+ok(requests() == $r1) or warn "# C asked the hanging responder\n";
 ok(count('c', qr/RS0603: /) >= @leaves);
 
 # untrusted cache: a response of another certificate under s0001's key
@@ -240,7 +248,7 @@ ok(RSTest::wait_for(sub { count('a', qr/RS0601: /) && count('b', qr/RS0601: /) }
 sleep 2;
 ok(all_stapled(qw(a b c)));   # stapling goes on without the cache
 my $r_down = requests() - $r2;
-ok($r_down == 2 * @leaves) or print "# $r_down requests for 3 certificates refreshed on 2 servers\n";
+ok($r_down == 2 * @leaves) or warn "# $r_down requests for 3 certificates refreshed on 2 servers\n";
 ok(count('a', qr/RS0601: /) == 1 && count('b', qr/RS0601: /) == 1);
 
 # memcached back, empty (a flush): the servers re-join and put responses back
@@ -267,7 +275,7 @@ for (1 .. 10) {
     $slowest = time - $t if time - $t > $slowest;
     sleep 0.3;
 }
-ok($slowest < 0.5) or print "# slowest handshake while memcached is frozen: $slowest s\n";
+ok($slowest < 0.5) or warn "# slowest handshake while memcached is frozen: $slowest s\n";
 ok(RSTest::wait_for(sub { count('b', qr/RS0601: .*no answer/) }, 6, 0.2));   # frozen cache is noticed
 kill 'CONT', $cache_pid{memcache};
 ok(RSTest::wait_for(sub { count('b', qr/RS0602: /) >= 2 }, 40, 0.2));   # re-joined after the freeze
@@ -283,7 +291,7 @@ my $r4 = requests();
 start_server($_) for qw(d e);
 ok(RSTest::wait_for(sub { all_stapled(qw(d e)) }, 20, 0.2));   # redis: both staple
 sleep 2;
-ok(requests() - $r4 == @leaves) or print "# redis: ", requests() - $r4, " requests\n";
+ok(requests() - $r4 == @leaves) or warn "# redis: ", requests() - $r4, " requests\n";
 sleep 1.1;
 %before = map { $_ => scalar stapled('e', $_) } @leaves;
 $t0 = time;
