@@ -38,7 +38,7 @@ APLOG_USE_MODULE(resilient_stapling);
 static apr_uint32_t calls_in_flight, calls_done;
 static apr_uint32_t child_down, next_probe_sec;
 static apr_uint32_t watched_done;
-static apr_time_t progress_at;
+static apr_time_t progress_at, watched_at;
 
 int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
                     apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
@@ -117,7 +117,12 @@ int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now)
 void rs_fleet_watch(rs_registry_t *reg, server_rec *s, apr_time_t now)
 {
     apr_uint32_t done = apr_atomic_read32(&calls_done);
-    if (done != watched_done || !apr_atomic_read32(&calls_in_flight)) {
+    apr_time_t last = watched_at;
+    watched_at = now;
+    /* after a gap in the watch itself (a starved scheduler thread) nobody
+     * knows how long the call in flight has waited: count from now */
+    if (done != watched_done || !apr_atomic_read32(&calls_in_flight)
+        || now - last > FLEET_STALL / 2) {
         watched_done = done;
         progress_at = now;
         return;

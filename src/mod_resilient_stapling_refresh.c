@@ -18,6 +18,7 @@
 
 #include "mod_resilient_stapling.h"
 #include "rs_fetch.h"
+#include "rs_fleet_lease.h"
 #include "rs_record.h"
 #include "rs_status.h"
 
@@ -43,15 +44,8 @@ APLOG_USE_MODULE(resilient_stapling);
 /* How often a server compares all its responses with the fleet cache even
  * without a new generation (memcached evicts under memory pressure). */
 #define FLEET_AUDIT apr_time_from_sec(60)
-/* The lease is Fischer's timed mutual exclusion (socache has no
- * compare-and-set): read it, write it within FLEET_LATE of the read, wait
- * longer than that, read it back. A server that wrote at the same moment has
- * overwritten it by then. A write that landed later than FLEET_LATE after its
- * read (a stalled thread, a slow cache) may have overwritten a lease another
- * server already read back as its own: that server is fetching, so this one
- * waits for it. Both bounds grow with the child's usual read-to-write time,
- * so a distant cache still gets a fetcher. */
-#define FLEET_LATE_MS 100
+/* The random part of the wait before a fleet lease is read back: servers
+ * that raced for it do not read back in lockstep. */
 #define FLEET_SETTLE_SPREAD_MS 100
 
 typedef struct refresher_t refresher_t;
@@ -369,119 +363,124 @@ static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_ti
     return until;
 }
 
-/* The fleet's response for e, if there is one and it verifies. */
-static rs_ocsp_result_t *fleet_response(refresher_t *r, rs_entry_t *e, unsigned char *buf,
-                                        apr_size_t *len, apr_time_t now, rs_ocsp_result_t *res,
-                                        apr_pool_t *p)
+/* rs_fleet_lease_take's view of the fleet cache, for one certificate */
+typedef struct {
+    refresher_t *r;
+    rs_entry_t *e;
+    apr_pool_t *p;
+    unsigned char *buf;       /* the last response read, RS_MAX_RESPONSE_LEN */
+    apr_size_t len;
+} lease_baton_t;
+
+static apr_status_t lease_response(void *baton, apr_time_t now, rs_ocsp_result_t *res)
 {
-    rs_registry_t *reg = r->reg;
-    if (rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, len, p)
-            == APR_SUCCESS
-        && verify_cached(r, e, buf, *len, now, "RS0604", "fleet", reg->fleet_desc, res))
-        return res;
-    return NULL;
+    lease_baton_t *b = baton;
+    rs_registry_t *reg = b->r->reg;
+    apr_status_t rv = rs_fleet_get(reg, b->r->s, RS_KEY_RESPONSE, b->e, b->buf,
+                                   RS_MAX_RESPONSE_LEN, &b->len, b->p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    return verify_cached(b->r, b->e, b->buf, b->len, now, "RS0604", "fleet", reg->fleet_desc, res)
+               ? APR_SUCCESS
+               : APR_NOTFOUND;
 }
 
-/* How late a lease write may land after its read; the settle is longer. */
-static apr_interval_time_t lease_late(refresher_t *r)
+static apr_status_t lease_get(void *baton, apr_uint64_t *owner, apr_time_t *until)
 {
-    return apr_time_from_msec(FLEET_LATE_MS) + 2 * (apr_time_t)apr_atomic_read32(&r->lease_gap);
+    lease_baton_t *b = baton;
+    unsigned char lease[RS_LEASE_WIRE_LEN];
+    apr_size_t len;
+    apr_status_t rv = rs_fleet_get(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, lease,
+                                   sizeof(lease), &len, b->p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    /* garbage in the shared cache is nobody's lease */
+    return rs_lease_decode(lease, len, owner, until) == APR_SUCCESS ? APR_SUCCESS
+                                                                     : APR_NOTFOUND;
 }
 
-static void settle(refresher_t *r)
+static apr_status_t lease_put(void *baton, apr_uint64_t owner, apr_time_t until)
 {
-    apr_uint32_t v = 0;
-    apr_time_t until;
-    apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
-    until = apr_time_now() + lease_late(r) + apr_time_from_msec(FLEET_LATE_MS / 4)
-            + apr_time_from_msec(v % FLEET_SETTLE_SPREAD_MS);
-    while (apr_time_now() < until && !is_stopping(r))
+    lease_baton_t *b = baton;
+    unsigned char lease[RS_LEASE_WIRE_LEN];
+    rs_lease_encode(owner, until, lease);
+    return rs_fleet_put(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, lease, sizeof(lease), until,
+                        b->p);
+}
+
+static void lease_remove(void *baton)
+{
+    lease_baton_t *b = baton;
+    rs_fleet_remove(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, b->p);
+}
+
+static void lease_state(void *baton, rs_state_t *st)
+{
+    lease_baton_t *b = baton;
+    if (apr_global_mutex_lock(b->r->reg->mutex) != APR_SUCCESS) {
+        rs_state_init(st); /* as if nothing were known: fetch */
+        return;
+    }
+    rs_shared_state_get(b->r->reg, b->e, st);
+    apr_global_mutex_unlock(b->r->reg->mutex);
+}
+
+static apr_time_t lease_now(void *baton)
+{
+    (void)baton;
+    return apr_time_now();
+}
+
+static int lease_sleep(void *baton, apr_interval_time_t t)
+{
+    lease_baton_t *b = baton;
+    apr_time_t until = apr_time_now() + t;
+    while (apr_time_now() < until && !is_stopping(b->r))
         apr_sleep(apr_time_from_msec(10));
+    return is_stopping(b->r);
 }
 
-/* Before fetching a due certificate: is the fleet's response newer (take
- * it), or is another server fetching (wait)? Otherwise take the fleet lease
- * (see FLEET_LATE_MS). Returns RS_FLEET_FETCH when this child should fetch
+/* Before fetching a due certificate: take the fleet's newer response, wait
+ * while another server fetches, or take the fleet lease
+ * (rs_fleet_lease.h). Returns RS_FLEET_FETCH when this child should fetch
  * (also whenever the fleet cache fails: the server fends for itself);
  * otherwise lease and slot are given back and *until is when to look again. */
 static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int slot,
                                             apr_time_t *until, apr_pool_t *p)
 {
-    rs_registry_t *reg = r->reg;
-    unsigned char *buf = apr_palloc(p, RS_MAX_RESPONSE_LEN);
-    unsigned char lease[RS_LEASE_WIRE_LEN];
-    apr_uint64_t owner = 0;
-    apr_time_t lease_until = 0, wait_until, now = apr_time_now(), read_at;
-    apr_interval_time_t gap, late;
-    rs_ocsp_result_t res, *found;
-    rs_fleet_action_e action;
-    apr_size_t len, lease_len;
-    rs_state_t st;
+    lease_baton_t b = { r, e, p, apr_palloc(p, RS_MAX_RESPONSE_LEN), 0 };
+    const rs_fleet_lease_ops_t ops = {
+        .baton = &b, .response = lease_response, .lease_get = lease_get, .lease_put = lease_put,
+        .lease_remove = lease_remove, .state = lease_state, .now = lease_now,
+        .sleep = lease_sleep};
+    rs_fleet_lease_args_t args;
+    rs_fleet_lease_t out;
+    apr_uint32_t v = 0;
 
-    found = fleet_response(r, e, buf, &len, now, &res, p);
-    if (rs_fleet_down(reg))
-        return RS_FLEET_FETCH;
-    late = lease_late(r);
-    read_at = apr_time_now();
-    if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
-        == APR_SUCCESS)
-        rs_lease_decode(lease, lease_len, &owner, &lease_until);
-    if (rs_fleet_down(reg))
-        return RS_FLEET_FETCH;
-    if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
-        return RS_FLEET_FETCH;
-    rs_shared_state_get(reg, e, &st);
-    apr_global_mutex_unlock(reg->mutex);
+    apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
+    args.me = r->owner;
+    args.hold = r->reg->sched.lease;
+    args.fetch_max = r->reg->timeout;
+    args.usual_gap = (apr_interval_time_t)apr_atomic_read32(&r->lease_gap);
+    args.spread = apr_time_from_msec(v % FLEET_SETTLE_SPREAD_MS);
+    rs_fleet_lease_take(&ops, &r->reg->sched, &args, &out);
+    if (out.gap)
+        apr_atomic_set32(&r->lease_gap, (apr_uint32_t)((3 * args.usual_gap + out.gap) / 4));
 
-    action = rs_fleet_decide(&reg->sched, &st, found, owner, lease_until, r->owner, now,
-                             &wait_until);
-    if (action == RS_FLEET_ADOPT) {
-        adopt(r, e, buf, len, found, slot, now, until, p);
+    if (out.action == RS_FLEET_ADOPT) {
+        adopt(r, e, b.buf, b.len, &out.res, slot, apr_time_now(), until, p);
         return RS_FLEET_ADOPT;
     }
-    if (action == RS_FLEET_WAIT) {
-        *until = wait_for_fleet(r, e, slot, wait_until);
-        return RS_FLEET_WAIT;
+    if (out.action == RS_FLEET_WAIT) {
+        if (out.gap > out.late)
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+                         "RS0606: the fleet lease for %s was written %ld ms after it was read "
+                         "(more than %ld ms): another server may be fetching it; looking again "
+                         "after the responder timeout", e->cert->subject,
+                         (long)apr_time_as_msec(out.gap), (long)apr_time_as_msec(out.late));
+        *until = wait_for_fleet(r, e, slot, out.wait_until);
     }
-    now = apr_time_now();
-    rs_lease_encode(r->owner, now + reg->sched.lease, lease);
-    if (rs_fleet_put(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), now + reg->sched.lease,
-                     p) != APR_SUCCESS)
-        return RS_FLEET_FETCH;
-    gap = apr_time_now() - read_at;
-    apr_atomic_set32(&r->lease_gap,
-                     (apr_uint32_t)((3 * (apr_time_t)apr_atomic_read32(&r->lease_gap) + gap) / 4));
-    if (gap > late) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                     "RS0606: the fleet lease for %s was written %ld ms after it was read "
-                     "(more than %ld ms): another server may be fetching it, looking again "
-                     "after the responder timeout", e->cert->subject,
-                     (long)apr_time_as_msec(gap), (long)apr_time_as_msec(late));
-        /* whoever read back a lease before ours landed is done fetching by then */
-        *until = wait_for_fleet(r, e, slot,
-                                apr_time_now() + reg->timeout + apr_time_from_sec(1));
-        return RS_FLEET_WAIT;
-    }
-    settle(r);
-    if (rs_fleet_get(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), &lease_len, p)
-            == APR_SUCCESS
-        && rs_lease_decode(lease, lease_len, &owner, &lease_until) == APR_SUCCESS
-        && owner != r->owner && lease_until > apr_time_now()) {
-        *until = wait_for_fleet(r, e, slot, lease_until);
-        return RS_FLEET_WAIT;
-    }
-    /* A server that published and dropped its lease between our two reads
-     * above looked like no one: its response is there by now. */
-    now = apr_time_now();
-    found = fleet_response(r, e, buf, &len, now, &res, p);
-    if (found
-        && rs_fleet_decide(&reg->sched, &st, found, 0, 0, r->owner, now, &wait_until)
-               == RS_FLEET_ADOPT) {
-        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
-        adopt(r, e, buf, len, found, slot, now, until, p);
-        return RS_FLEET_ADOPT;
-    }
-    return RS_FLEET_FETCH;
+    return out.action;
 }
 
 /* After this server fetched: a new response is published (response, then
