@@ -214,7 +214,11 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
         put_back = audit && !in_flight && repopulate(r, e, &st, now, p);
         lost = 0;
         rs_staple_times(e->staple, &this_update, &next_update);
-        if (st.resp_this_update && st.resp_this_update != this_update) {
+        /* thisUpdate has whole seconds: a response fetched in the same
+         * second as ours differs in nextUpdate only (rs_staple_offer keeps
+         * whichever is newer) */
+        if (st.resp_this_update
+            && (st.resp_this_update != this_update || st.resp_next_update != next_update)) {
             if (rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
                 == APR_SUCCESS) {
                 pickup_t *pk = apr_array_push(fresh);

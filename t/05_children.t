@@ -1,13 +1,15 @@
 # Four child processes, one certificate: one responder request per renewal,
-# not one per child (the lease in the shared cache).
+# not one per child (the lease in the shared cache); and every child takes
+# up what one of them fetched, also when only nextUpdate differs.
 use strict;
 use warnings FATAL => 'all';
 use Apache::Test;
+use Apache::TestRequest qw(POST);
 use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-plan tests => 4;
+plan tests => 6;
 
 my $pid = RSTest::slurp('t/logs/httpd.pid');
 chomp $pid;
@@ -27,3 +29,20 @@ ok(@t >= 3);
 ok(@t <= 10);   # renewal gaps can be 2.0 s: thisUpdate has whole seconds
 ok(!grep { $_ < 1.0 } @gaps);
 RSTest::set_mode('count', 'good', 6);
+
+# Two responses with the same thisUpdate (it has whole seconds; here pinned)
+# and a later nextUpdate for the second: every child must take the second,
+# not only the child that fetched it.
+my $id = RSTest::cert_id('count');
+my $T = int(time) - 5;
+# what each of 12 handshakes (spread over the 4 children) staples: its nextUpdates
+sub next_updates { map { RSTest::handshake('count')->{next_update} // 0 } 1 .. 12 }
+sub all_children_staple { my $n = shift; RSTest::wait_for(sub { !grep { $_ != $n } next_updates() }, 10, 0.2) }
+RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=600&thisupdate=$T");
+POST('/rs-status', content => "refresh=$id");
+ok(all_children_staple($T + 600));
+RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=3600&thisupdate=$T");
+POST('/rs-status', content => "refresh=$id");
+ok(all_children_staple($T + 3600))
+    or warn "# nextUpdates stapled: @{[ map { $_ - $T } next_updates() ]} (after thisUpdate)\n";
+RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=6&thisupdate=0");

@@ -6,7 +6,9 @@ usage: ocsp_responder.py PKIDIR PORT
   also: PORT+1 (f-refused, closed in mode "refused"), PORT+3 (the second CA),
   PORT+4 (accepts and never reads), [::1]:PORT+5 (the IPv6 leaf)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
-  GET  /_ctl/set?name=L&mode=M[&validity=S]   switch a leaf (name=* for all)
+  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH]
+                                  switch a leaf (name=* for all); thisupdate
+                                  pins thisUpdate (0: the current second)
   GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
                                   (name=*: one object, leaf -> that list)
   GET  /_ctl/ping
@@ -54,7 +56,8 @@ SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
 CA2, SIGNER2, SIGNER2_KEY = load_cert("ca2"), load_cert("signer2"), load_key("signer2")
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
-STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600)} for n, m in META.items()}
+STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0}
+         for n, m in META.items()}
 LOG = {n: [] for n in META}
 UNSUCCESSFUL = {
     "unauthorized": ocsp.OCSPResponseStatus.UNAUTHORIZED,
@@ -72,6 +75,8 @@ def mode_of(leaf):
 
 def build(leaf, mode, validity):
     now = datetime.datetime.utcnow().replace(microsecond=0)
+    if STATE[leaf]["this"]:
+        now = datetime.datetime.utcfromtimestamp(STATE[leaf]["this"])
     this, nxt = now, now + datetime.timedelta(seconds=validity)
     status, rev_time, rev_reason = ocsp.OCSPCertStatus.GOOD, None, None
     cert, key, signer, certs = CERTS[leaf], SIGNER_KEY, SIGNER, [SIGNER]
@@ -162,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
                         STATE[n]["mode"] = q["mode"]
                     if "validity" in q:
                         STATE[n]["validity"] = int(q["validity"])
+                    if "thisupdate" in q:
+                        STATE[n]["this"] = int(q["thisupdate"])
                 HANG_RELEASE.set()  # requests hanging in an old mode give up
                 HANG_RELEASE.clear()
             update_refused_listener()
