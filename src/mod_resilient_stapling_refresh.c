@@ -158,14 +158,18 @@ static int repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t 
     apr_time_t this_update, next_update;
 
     if (rs_staple_copy(e->staple, p, &der, &len, &this_update, &next_update) != APR_SUCCESS
-        || next_update <= now || this_update < st->resp_this_update
+        || next_update <= now
+        /* another child stored a newer one: it is that one the cache lost */
+        || (st->resp_this_update
+            && rs_sched_should_replace(this_update, next_update, st->resp_this_update,
+                                       st->resp_next_update, now))
         || (st->resp_this_update
             && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
                                  &cached_len, p) == APR_SUCCESS))
         return 0;
     if (rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
         return 0;
-    if (st->resp_this_update != this_update) {
+    if (st->resp_this_update != this_update || st->resp_next_update != next_update) {
         st->resp_this_update = this_update;
         st->resp_next_update = next_update;
         st->resp_revoked = rs_staple_revoked(e->staple);
