@@ -116,7 +116,9 @@ void rs_slots_release(rs_slots_t *slots, int index, apr_uint64_t owner);
 apr_uint32_t rs_responder_key(const char *url);
 
 /* Never replace good with bad, nor newer with older (DESIGN.md rule 4):
- * may a verified candidate replace what is stored? */
+ * may a verified candidate replace what is stored? Never the same response
+ * (same thisUpdate and nextUpdate) again, expired or not: nothing changes,
+ * and callers that log or republish what they replace would do it forever. */
 int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
                             apr_time_t cand_this, apr_time_t cand_next, apr_time_t now);
 

@@ -322,8 +322,6 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
     rs_shared_state_get(r->reg, e, &st);
     if (rs_sched_should_replace(st.resp_this_update, st.resp_next_update, res->this_update,
                                 res->next_update, now)
-        && (res->this_update != st.resp_this_update
-            || res->next_update != st.resp_next_update)
         && rs_cache_resp_put(r->reg, r->s, e, der, len, res->next_update, p) == APR_SUCCESS) {
         rs_state_adopt(&st, now, res, &r->reg->sched, jitter());
         rs_cache_changed(r->reg, e);
@@ -550,8 +548,7 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
                 != APR_SUCCESS
             || next_update <= now
             || (valid && !rs_sched_should_replace(res.this_update, res.next_update,
-                                                  this_update, next_update, now))
-            || (valid && res.this_update == this_update && res.next_update == next_update))
+                                                  this_update, next_update, now)))
             continue;
         if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update, ip)
             == APR_SUCCESS)

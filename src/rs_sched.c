@@ -62,6 +62,8 @@ apr_time_t rs_sched_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
 int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
                             apr_time_t cand_this, apr_time_t cand_next, apr_time_t now)
 {
+    if (cand_this == stored_this && cand_next == stored_next)
+        return 0;
     if (stored_this == 0 || stored_next <= now)
         return 1;
     if (cand_this != stored_this)
@@ -122,8 +124,6 @@ rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t 
     if (fleet && rs_verdict_is_valid(fleet->verdict)
         && rs_sched_should_replace(st->resp_this_update, st->resp_next_update,
                                    fleet->this_update, fleet->next_update, now)
-        && (fleet->this_update != st->resp_this_update
-            || fleet->next_update != st->resp_next_update)
         && rs_sched_renew_at(conf, fleet->this_update, fleet->next_update, 0, -1.0) > now)
         return RS_FLEET_ADOPT;
     /* someone of this server stored a response (from the fleet) meanwhile */

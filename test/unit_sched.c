@@ -64,6 +64,8 @@ static void test_replace_rule(void **state)
     assert_false(rs_sched_should_replace(S(4500), S(9500), S(4000), S(9000), now)); /* older */
     assert_true(rs_sched_should_replace(S(4000), S(9000), S(4000), S(9900), now));
     assert_false(rs_sched_should_replace(S(4000), S(9000), S(4000), S(9000), now)); /* same */
+    /* the same one again, after it expired (accepted within the clock skew) */
+    assert_false(rs_sched_should_replace(S(1000), S(4000), S(1000), S(4000), now));
 }
 
 static void test_lease(void **state)
