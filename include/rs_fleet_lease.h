@@ -57,11 +57,11 @@ typedef struct {
     rs_ocsp_result_t res;
     apr_interval_time_t gap;        /* measured read-to-write time; 0 if nothing written */
     apr_interval_time_t late;       /* the bound it was held to */
-    int stopped;                    /* sleep() said the child is stopping */
 } rs_fleet_lease_t;
 
 /* Take the fleet's response (RS_FLEET_ADOPT), wait for another server
- * (RS_FLEET_WAIT; also after a late write: out->gap > out->late), or fetch
+ * (RS_FLEET_WAIT; also after a late write: out->gap > out->late, and when
+ * the child stops while settling: its lease removed, wait_until now), or fetch
  * (RS_FLEET_FETCH; also whenever the cache fails: the server fends for
  * itself). */
 void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t *conf,

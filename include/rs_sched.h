@@ -45,6 +45,9 @@ void rs_state_init(rs_state_t *st);
  * caller has nothing to staple and cannot get the stored response. */
 int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
                    const rs_sched_conf_t *conf, int force);
+/* Give the lease back without an attempt (the fleet answered instead);
+ * only the owner's own lease. */
+void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner);
 
 /* A verified response was fetched. replaced says whether it became the
  * stored one (or the stored one was newer). jitter is uniform in [-1, 1]. */

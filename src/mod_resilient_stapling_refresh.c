@@ -47,6 +47,8 @@ APLOG_USE_MODULE(resilient_stapling);
 /* The random part of the wait before a fleet lease is read back: servers
  * that raced for it do not read back in lockstep. */
 #define FLEET_SETTLE_SPREAD_MS 100
+/* The most a single lease write adds to a child's usual read-to-write time. */
+#define LEASE_GAP_MAX apr_time_from_sec(1)
 
 typedef struct refresher_t refresher_t;
 
@@ -327,10 +329,8 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
         rs_cache_changed(r->reg, e);
         newer = 1;
     }
-    else if (slot >= 0 && st.lease_owner == r->owner) {
-        st.lease_until = 0;
-        st.lease_owner = 0;
-    }
+    else if (slot >= 0)
+        rs_state_unclaim(&st, r->owner);
     if (newer || slot >= 0)
         rs_shared_state_put(r->reg, e, &st);
     if (slot >= 0)
@@ -358,15 +358,36 @@ static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_ti
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         return until;
     rs_shared_state_get(r->reg, e, &st);
-    if (st.lease_owner == r->owner) {
-        st.lease_until = 0;
-        st.lease_owner = 0;
-    }
+    rs_state_unclaim(&st, r->owner);
     st.next_attempt = until;
     rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);
     return until;
+}
+
+/* The fleet's response for e, read into buf (RS_MAX_RESPONSE_LEN):
+ * APR_SUCCESS and *res when it verifies, APR_NOTFOUND when it is missing
+ * or does not verify (RS0604), anything else when the cache failed. */
+static apr_status_t fleet_response(refresher_t *r, rs_entry_t *e, unsigned char *buf,
+                                   apr_size_t *len, apr_time_t now, rs_ocsp_result_t *res,
+                                   apr_pool_t *p)
+{
+    apr_status_t rv = rs_fleet_get(r->reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN,
+                                   len, p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    return verify_cached(r, e, buf, *len, now, "RS0604", "fleet", r->reg->fleet_desc, res)
+               ? APR_SUCCESS
+               : APR_NOTFOUND;
+}
+
+static apr_status_t fleet_put_lease(refresher_t *r, rs_entry_t *e, apr_uint64_t owner,
+                                    apr_time_t until, apr_pool_t *p)
+{
+    unsigned char lease[RS_LEASE_WIRE_LEN];
+    rs_lease_encode(owner, until, lease);
+    return rs_fleet_put(r->reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), until, p);
 }
 
 /* rs_fleet_lease_take's view of the fleet cache, for one certificate */
@@ -381,14 +402,7 @@ typedef struct {
 static apr_status_t lease_response(void *baton, apr_time_t now, rs_ocsp_result_t *res)
 {
     lease_baton_t *b = baton;
-    rs_registry_t *reg = b->r->reg;
-    apr_status_t rv = rs_fleet_get(reg, b->r->s, RS_KEY_RESPONSE, b->e, b->buf,
-                                   RS_MAX_RESPONSE_LEN, &b->len, b->p);
-    if (rv != APR_SUCCESS)
-        return rv;
-    return verify_cached(b->r, b->e, b->buf, b->len, now, "RS0604", "fleet", reg->fleet_desc, res)
-               ? APR_SUCCESS
-               : APR_NOTFOUND;
+    return fleet_response(b->r, b->e, b->buf, &b->len, now, res, b->p);
 }
 
 static apr_status_t lease_get(void *baton, apr_uint64_t *owner, apr_time_t *until)
@@ -408,10 +422,7 @@ static apr_status_t lease_get(void *baton, apr_uint64_t *owner, apr_time_t *unti
 static apr_status_t lease_put(void *baton, apr_uint64_t owner, apr_time_t until)
 {
     lease_baton_t *b = baton;
-    unsigned char lease[RS_LEASE_WIRE_LEN];
-    rs_lease_encode(owner, until, lease);
-    return rs_fleet_put(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, lease, sizeof(lease), until,
-                        b->p);
+    return fleet_put_lease(b->r, b->e, owner, until, b->p);
 }
 
 static void lease_remove(void *baton)
@@ -470,8 +481,13 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
     args.usual_gap = (apr_interval_time_t)apr_atomic_read32(&r->lease_gap);
     args.spread = apr_time_from_msec(v % FLEET_SETTLE_SPREAD_MS);
     rs_fleet_lease_take(&ops, &r->reg->sched, &args, &out);
+    /* a call that hung (a frozen memcached) says nothing about the usual
+     * gap; capped, it also fits the 32-bit average */
     if (out.gap)
-        apr_atomic_set32(&r->lease_gap, (apr_uint32_t)((3 * args.usual_gap + out.gap) / 4));
+        apr_atomic_set32(&r->lease_gap,
+                         (apr_uint32_t)((3 * args.usual_gap
+                                         + (out.gap < LEASE_GAP_MAX ? out.gap : LEASE_GAP_MAX))
+                                        / 4));
 
     if (out.action == RS_FLEET_ADOPT) {
         adopt(r, e, b.buf, b.len, &out.res, slot, apr_time_now(), until, p);
@@ -506,9 +522,7 @@ static void fleet_after_fetch(refresher_t *r, rs_entry_t *e, int published,
         rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
     }
     else if (failed) {
-        unsigned char lease[RS_LEASE_WIRE_LEN];
-        rs_lease_encode(r->owner, retry_at, lease);
-        rs_fleet_put(reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), retry_at, p);
+        fleet_put_lease(r, e, r->owner, retry_at, p);
     }
     else {
         rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
@@ -536,11 +550,10 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
         int valid;
 
         apr_pool_clear(ip);
-        rv = rs_fleet_get(reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN, &len, ip);
+        rv = fleet_response(r, e, buf, &len, now, &res, ip);
         if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
             break;
-        valid = rv == APR_SUCCESS
-                && verify_cached(r, e, buf, len, now, "RS0604", "fleet", reg->fleet_desc, &res);
+        valid = rv == APR_SUCCESS;
         if (valid)
             adopt(r, e, buf, len, &res, -1, now, NULL, ip);
         /* ours is put back when the fleet's is missing, invalid or older */

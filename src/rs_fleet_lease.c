@@ -50,7 +50,6 @@ void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t 
         return;
     }
     if (ops->sleep(b, out->late + RS_LEASE_LATE / 4 + args->spread)) {
-        out->stopped = 1;
         ops->lease_remove(b);
         set_wait(out, ops->now(b));
         return;

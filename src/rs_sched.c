@@ -27,6 +27,14 @@ int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
     return 1;
 }
 
+void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner)
+{
+    if (st->lease_owner != owner)
+        return;
+    st->lease_owner = 0;
+    st->lease_until = 0;
+}
+
 apr_time_t rs_sched_renew_at(const rs_sched_conf_t *conf, apr_time_t this_update,
                              apr_time_t next_update, apr_time_t last_fetch, double jitter)
 {

@@ -85,6 +85,20 @@ static void test_lease(void **state)
     assert_false(rs_state_claim(&st, 333, S(51), &conf, 1)); /* forced, but leased */
 }
 
+static void test_unclaim(void **state)
+{
+    rs_state_t st;
+    (void)state;
+    rs_state_init(&st);
+    assert_true(rs_state_claim(&st, 222, S(10), &conf, 0));
+    rs_state_unclaim(&st, 111); /* not 111's: kept */
+    assert_int_equal(st.lease_owner, 222);
+    rs_state_unclaim(&st, 222);
+    assert_int_equal(st.lease_owner, 0);
+    assert_int_equal(st.lease_until, 0);
+    assert_true(rs_state_claim(&st, 333, S(11), &conf, 0)); /* free for the next */
+}
+
 static void test_success_and_failure(void **state)
 {
     rs_state_t st;
@@ -226,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_replace_rule),
         cmocka_unit_test(test_lease),
+        cmocka_unit_test(test_unclaim),
         cmocka_unit_test(test_success_and_failure),
         cmocka_unit_test(test_slots_bound_and_isolation),
         cmocka_unit_test(test_responder_key),
