@@ -1,9 +1,12 @@
 /* hsload: full TLS handshakes (no session reuse) that ask for OCSP status.
  *
- *   hsload HOST PORT SNI CONNECTIONS SECONDS [CAFILE]
+ *   hsload HOST PORT SNI CONNECTIONS SECONDS [CAFILE [SWEEP]]
  *
  * CONNECTIONS threads each loop: connect, handshake with status_request,
- * record the latency and what was stapled, close. Prints one line:
+ * record the latency and what was stapled, close. With SWEEP=N, SNI is a
+ * printf pattern with one integer ("s%04d.rs.test") and the handshakes go
+ * round the N names (many vhosts, each its own certificate);
+ * otherwise SNI is the one name. Prints one line:
  *   handshakes=N rate=R/s p50=ms p99=ms max=ms stapled=F errstapled=F errors=N
  * stapled: a successful OCSP response was stapled; errstapled: a responder
  * error (unauthorized, tryLater, ...) was stapled, which clients reject.
@@ -26,7 +29,8 @@
 #define MAX_SAMPLES 4000000
 
 static const char *host, *sni;
-static int port;
+static int port, sweep;
+static unsigned long next_name;
 static double deadline;
 static SSL_CTX *ctx;
 static double *samples;
@@ -42,6 +46,7 @@ static double now(void)
 
 static int one(int *got_staple)
 {
+    char name[256];
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, ok = 0;
     SSL *ssl;
@@ -58,7 +63,14 @@ static int one(int *got_staple)
     }
     ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
-    SSL_set_tlsext_host_name(ssl, sni);
+    if (sweep > 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(name, sizeof(name), sni, (int)(next_name++ % (unsigned long)sweep));
+        pthread_mutex_unlock(&lock);
+    }
+    else
+        snprintf(name, sizeof(name), "%s", sni);
+    SSL_set_tlsext_host_name(ssl, name);
     SSL_set_tlsext_status_type(ssl, TLSEXT_STATUSTYPE_ocsp);
     if (SSL_connect(ssl) == 1) {
         ok = 1;
@@ -111,7 +123,8 @@ int main(int argc, char **argv)
     double t0;
 
     if (argc < 6) {
-        fprintf(stderr, "usage: %s HOST PORT SNI CONNECTIONS SECONDS [CAFILE]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT SNI CONNECTIONS SECONDS [CAFILE [SWEEP]]\n",
+                argv[0]);
         return 2;
     }
     host = argv[1];
@@ -123,7 +136,8 @@ int main(int argc, char **argv)
     /* no session cache: every connection is a full handshake */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    if (argc > 6) {
+    sweep = argc > 7 ? atoi(argv[7]) : 0;
+    if (argc > 6 && *argv[6]) {
         SSL_CTX_load_verify_locations(ctx, argv[6], NULL);
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }

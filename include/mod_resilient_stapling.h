@@ -194,6 +194,14 @@ int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now);
  * server to get here logs it (RS0602) and has everything compared. */
 void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
 
+/* mod_resilient_stapling.c: a pool for the module's own threads (the
+ * refresher, its workers, the notifier), below pchild but with an allocator
+ * of its own that has a mutex. Prefork creates pchild's allocator without
+ * one (its children have one thread), and every connection's pool shares
+ * it: a module thread allocating from anything below pchild corrupts the
+ * handshake's pools. Destroyed with pchild, after the threads are joined. */
+apr_status_t rs_thread_pool_create(apr_pool_t **pp, apr_pool_t *pchild);
+
 /* mod_resilient_stapling_notify.c */
 typedef struct rs_notifier_t rs_notifier_t;
 apr_status_t rs_notifier_start(rs_notifier_t **pn, const char *cmd, server_rec *s,

@@ -8,7 +8,9 @@
  */
 #include <string.h>
 
+#include <apr_allocator.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 #include <httpd.h>
 #include <http_config.h>
 #include <http_core.h>
@@ -196,6 +198,27 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                  registry->fleet ? registry->fleet_desc : "",
                  registry->store_dir ? registry->store_dir : "none");
     return OK;
+}
+
+apr_status_t rs_thread_pool_create(apr_pool_t **pp, apr_pool_t *pchild)
+{
+    apr_allocator_t *allocator;
+    apr_thread_mutex_t *mutex;
+    apr_status_t rv;
+
+    if ((rv = apr_allocator_create(&allocator)) != APR_SUCCESS)
+        return rv;
+    if ((rv = apr_pool_create_ex(pp, pchild, NULL, allocator)) != APR_SUCCESS) {
+        apr_allocator_destroy(allocator);
+        return rv;
+    }
+    /* the pool owns the allocator: both go when pchild is destroyed */
+    apr_allocator_owner_set(allocator, *pp);
+    apr_pool_tag(*pp, "resilient_stapling_threads");
+    if ((rv = apr_thread_mutex_create(&mutex, APR_THREAD_MUTEX_DEFAULT, *pp)) != APR_SUCCESS)
+        return rv;
+    apr_allocator_mutex_set(allocator, mutex);
+    return APR_SUCCESS;
 }
 
 static void rs_child_init(apr_pool_t *pchild, server_rec *s)

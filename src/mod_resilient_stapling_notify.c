@@ -120,7 +120,7 @@ apr_status_t rs_notifier_start(rs_notifier_t **pn, const char *cmd, server_rec *
     *pn = NULL;
     n->cmd = cmd;
     n->s = s;
-    if ((rv = apr_pool_create(&n->pool, pchild)) != APR_SUCCESS
+    if ((rv = rs_thread_pool_create(&n->pool, pchild)) != APR_SUCCESS
         || (rv = apr_queue_create(&n->queue, QUEUE_LEN, n->pool)) != APR_SUCCESS
         || (rv = apr_thread_create(&n->thread, NULL, notifier_main, n, n->pool)) != APR_SUCCESS)
         return rv;

@@ -199,7 +199,9 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
     /* a change during the scan bumps the generation again: seen next time */
     r->seen_generation = gen;
     r->synced = 1;
-    for (i = 0; i < entries->nelts; i++) {
+    /* a stopping child leaves at once: its exit must not wait for a walk
+     * of every certificate (under prefork, 50 children at once) */
+    for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
         apr_uint32_t version = apr_atomic_read32(&r->reg->shared->entry[e->index].version);
         apr_time_t this_update, next_update;
@@ -257,7 +259,7 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
     }
 
     /* verification is CPU work: done after the mutex is released */
-    for (i = 0; i < fresh->nelts; i++) {
+    for (i = 0; i < fresh->nelts && !apr_atomic_read32(&r->stopping); i++) {
         pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
         install_from_cache(r, pk->e, pk->der, pk->len, now, p);
     }
@@ -588,7 +590,7 @@ static void *APR_THREAD_FUNC fleet_poll_task(apr_thread_t *thread, void *data)
     int audit = 0;
     (void)thread;
 
-    apr_pool_create(&p, NULL);
+    apr_pool_create(&p, r->pool);
     if (rs_fleet_down(reg)) {
         if (rs_fleet_claim_probe(reg, now) && rs_fleet_probe(reg, r->s, p) == APR_SUCCESS)
             rs_fleet_rejoin(reg, r->s);
@@ -686,7 +688,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
 
-    apr_pool_create(&p, NULL);
+    apr_pool_create(&p, r->pool);
     if (r->reg->fleet && !rs_fleet_down(r->reg)
         && fleet_before_fetch(r, e, t->slot, &next_attempt, p) != RS_FLEET_FETCH)
         goto done;
@@ -840,7 +842,7 @@ static void claim_due(refresher_t *r, apr_time_t now)
 static void check_alerts(refresher_t *r, apr_time_t now, apr_pool_t *p)
 {
     int i;
-    for (i = 0; i < r->reg->entries->nelts; i++) {
+    for (i = 0; i < r->reg->entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
         rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
         apr_time_t this_update, next_update;
         rs_alert_e mine;
@@ -931,18 +933,21 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
     apr_status_t rv;
     int i;
 
+    /* everything the refresher's threads allocate from comes from r->pool:
+     * pchild's allocator is not theirs to use (rs_thread_pool_create) */
+    if ((rv = rs_thread_pool_create(&r->pool, pchild)) != APR_SUCCESS)
+        return rv;
     r->reg = reg;
     r->notifier = notifier;
-    r->scratch = apr_palloc(pchild, RS_MAX_RESPONSE_LEN);
-    r->tasks = apr_pcalloc(pchild, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
+    r->scratch = apr_palloc(r->pool, RS_MAX_RESPONSE_LEN);
+    r->tasks = apr_pcalloc(r->pool, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
     for (i = 0; i < reg->entries->nelts; i++) {
         r->tasks[i].r = r;
         r->tasks[i].e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
     }
     r->s = s;
     apr_generate_random_bytes((unsigned char *)&r->owner, sizeof(r->owner));
-    if ((rv = apr_pool_create(&r->pool, pchild)) != APR_SUCCESS
-        || (rv = apr_thread_mutex_create(&r->lock, APR_THREAD_MUTEX_DEFAULT, r->pool))
+    if ((rv = apr_thread_mutex_create(&r->lock, APR_THREAD_MUTEX_DEFAULT, r->pool))
                != APR_SUCCESS
         || (rv = apr_thread_cond_create(&r->cond, r->pool)) != APR_SUCCESS
         || (rv = apr_thread_pool_create(&r->workers, 0, (apr_size_t)reg->max_fetches, r->pool)) != APR_SUCCESS)

@@ -18,7 +18,7 @@ plan tests => 9, sub { $N > 0 };
 my $vars = Apache::Test::vars();
 my $dir = "$vars->{t_dir}/pki/scale";
 my $root = "$vars->{t_logs}/scale";
-my ($rport, $sport) = (18600, 18601);
+my ($rport, $sport) = map { RSTest::port($_) } 18600, 18601;
 remove_tree($root);
 make_path("$root/logs");
 system('/usr/bin/python3', "$vars->{t_dir}/pki/mkpki.py", $dir, $rport, $N) == 0 or die;

@@ -24,8 +24,9 @@ plan tests => 29, sub { $memcached && $redis && -f "$mods/mod_socache_memcache.s
 my $vars = Apache::Test::vars();
 my $pki = "$vars->{t_dir}/pki/fleet";
 my $root = "$vars->{t_logs}/fleet";
-my ($rport, $mport, $dport) = (18660, 18680, 18681);
-my %sport = (a => 18670, b => 18671, c => 18672, d => 18673, e => 18674);
+my ($rport, $mport, $dport) = map { RSTest::port($_) } 18660, 18680, 18681;
+my %sport = map { $_->[0] => RSTest::port($_->[1]) }
+    [a => 18670], [b => 18671], [c => 18672], [d => 18673], [e => 18674];
 my @leaves = map { sprintf 's%04d', $_ } 0 .. 2;
 remove_tree($root);
 make_path("$root/logs");

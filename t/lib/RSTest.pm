@@ -14,9 +14,12 @@ use Time::Local qw(timegm);
 my $T = abs_path(dirname(abs_path(__FILE__)) . '/..');
 my $PKI = "$T/pki/out";
 
-sub responder_port { $ENV{RS_RESPONDER_PORT} || 18529 }
+# Every fixed port of the suite is port(N): RS_PORT_OFFSET moves them all,
+# so two checkouts can run the suite on one machine at once.
+sub port { $_[0] + ($ENV{RS_PORT_OFFSET} || 0) }
+sub responder_port { $ENV{RS_RESPONDER_PORT} || port(18529) }
 sub proxy_port { responder_port() + 2 }
-sub ssl_port { $ENV{RS_SSL_PORT} || 18540 }
+sub ssl_port { $ENV{RS_SSL_PORT} || port(18540) }
 sub pki { $PKI }
 
 sub leaves {
