@@ -80,6 +80,7 @@ typedef struct {
     apr_uint32_t version;            /* bumped when its stored response changes */
     apr_uint32_t present;            /* st was written */
     rs_state_t st;
+    apr_time_t forced_at;            /* last refresh an admin asked for; mutex */
 } rs_shared_entry_t;
 
 typedef struct {
@@ -89,6 +90,8 @@ typedef struct {
     apr_uint32_t unused;
     apr_time_t fleet_back_at;        /* when it was found back; mutex */
     apr_time_t fleet_next_audit;     /* when the next full comparison is due; mutex */
+    apr_uint32_t store_failing;      /* the last store write or probe failed; mutex */
+    char store_error[RS_ERR_LEN];    /* why, for the status page; mutex */
     rs_slots_t slots;
     rs_shared_entry_t entry[];       /* by rs_entry_t.index */
 } rs_shared_t;
@@ -151,8 +154,15 @@ apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry
 apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                                const unsigned char *der, apr_size_t len, apr_time_t next_update,
                                apr_pool_t *p);
+/* The shmcb size (ResilientStaplingCache shmcb:PATH(SIZE)) whose
+ * subcaches hold a response of len bytes. */
+apr_size_t rs_cache_size_for(apr_size_t len);
 /* A response of this entry was stored: tell the other children. */
 void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e);
+/* An admin asked for a fetch now (status page): 1 if it is due now, 0 if
+ * one was asked for less than min_interval ago. Takes the global mutex. */
+int rs_shared_force(rs_registry_t *reg, const rs_entry_t *e, apr_time_t now,
+                    apr_interval_time_t min_interval);
 
 /* ... and the persistent store: read back at startup (parent, before any
  * child), written by the child that fetched (no lock held). */
@@ -161,6 +171,11 @@ void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                     const unsigned char *der, apr_size_t len, apr_pool_t *p);
 void rs_store_write_state(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                           const rs_state_t *st, apr_pool_t *p);
+/* At child start, as the children's user: a store that cannot be written
+ * loses every staple at the next restart, so it is found out at once. */
+void rs_store_check(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+/* 1 if the store is failing (reason copied to err), 0 if it works or is off. */
+int rs_store_health(rs_registry_t *reg, char *err, apr_size_t errlen);
 
 /* mod_resilient_stapling_fleet.c: the cache a fleet of servers shares
  * (memcache, redis). Never called with the global mutex held, never from

@@ -36,6 +36,10 @@ typedef struct {
     apr_int32_t last_verdict;    /* rs_verdict_e of the last attempt, -1 if none */
     apr_int32_t last_resp_status;/* OCSPResponseStatus of the last attempt, -1 if none */
     char last_error[RS_ERR_LEN];
+    /* An admin's refresh (status page POST) made it due now; this is when
+     * the schedule had it due. A forced attempt that fails goes back to it
+     * and leaves the backoff as it was. 0: not forced. Never persisted. */
+    apr_time_t forced_next;
 } rs_state_t;
 
 void rs_state_init(rs_state_t *st);
@@ -45,6 +49,22 @@ void rs_state_init(rs_state_t *st);
  * caller has nothing to staple and cannot get the stored response. */
 int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
                    const rs_sched_conf_t *conf, int force);
+/* Times in a state come from other children, other servers and files
+ * written before a clock step: none may hold a certificate back longer
+ * than the schedule itself could. next_attempt is pulled in to the later
+ * of now + retry_max and the renewal of the response it holds; a lease
+ * that ends after now + the lease length is dropped (each with a minute of
+ * slack: children read the clock at different moments). 1 if it changed
+ * anything: the caller stores it, so the bound is taken once, not pushed
+ * ahead with every read. */
+int rs_state_bound(rs_state_t *st, apr_time_t now, const rs_sched_conf_t *conf);
+
+/* An admin asked for a fetch now: 1 if it was made due, 0 if another
+ * forced fetch was asked for less than min_interval ago (a refresh button
+ * must not become a way to hammer a responder). */
+int rs_state_force(rs_state_t *st, apr_time_t now, apr_time_t *forced_at,
+                   apr_interval_time_t min_interval);
+
 /* Give the lease back without an attempt (the fleet answered instead);
  * only the owner's own lease. */
 void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner);

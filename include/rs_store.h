@@ -2,7 +2,7 @@
  * survive graceful and full restarts while the responder is down.
  *
  * One file per certificate, "<id hex>.der", written atomically (temporary
- * file, then rename) with mode 0600. What is read back is only bytes: the
+ * file, fsync, rename, fsync of the directory) with mode 0600. What is read back is only bytes: the
  * caller validates it exactly like a fetched response (the disk is not
  * trusted more than the network). No httpd types.
  */
@@ -18,8 +18,22 @@
  * survive restarts too. */
 typedef enum { RS_STORE_RESPONSE = 0, RS_STORE_STATE } rs_store_kind_e;
 
-/* Create the directory (0700) if needed. */
+/* Create the directory (0700) if needed, and its missing parents 0755:
+ * httpd starts as root and the children, which write here, run as User;
+ * a parent only root can enter makes every write fail. */
 apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p);
+
+/* Refuse a store another user could plant files in or redirect, and give
+ * it to the children's user. The directory must not be a symbolic link,
+ * nor world-writable; it must belong to uid (or to root, when as_root: it
+ * is then given to uid:gid, without following links). Ends as mode 0700.
+ * On refusal, err says why, in words for the error log. */
+apr_status_t rs_store_secure(const char *dir, int as_root, unsigned uid, unsigned gid,
+                             char *err, apr_size_t errlen);
+
+/* Prove the directory writable by this process: a file written, synced
+ * and removed. */
+apr_status_t rs_store_probe(const char *dir, apr_pool_t *p);
 
 apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_kind_e kind,
                            const unsigned char *data, apr_size_t len, apr_pool_t *p);

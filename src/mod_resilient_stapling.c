@@ -6,6 +6,7 @@
  * shared cache sized for what was primed; each child starts a refresher;
  * the handshake only copies from the child's staple (rs_staple.h).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <apr_allocator.h>
@@ -140,6 +141,24 @@ static int rs_ocsp_prime(server_rec *s, apr_pool_t *p, const char *id, apr_size_
     return OK;
 }
 
+/* Debian's multi-instance setup (apache2@NAME: APACHE_CONFDIR is
+ * /etc/apache2-NAME) runs several servers from copies of one
+ * configuration, store line included. Each gets a store of its own
+ * ("<store>-NAME"): a shared one would have every instance remove the
+ * others' files at startup as no longer configured. */
+static const char *instance_store(apr_pool_t *p, const char *dir)
+{
+    const char *confdir = getenv("APACHE_CONFDIR"), *base;
+
+    if (!dir || !confdir)
+        return dir;
+    base = strrchr(confdir, '/');
+    base = base ? base + 1 : confdir;
+    if (strncmp(base, "apache2-", 8) != 0 || !base[8] || strchr(base + 8, '/'))
+        return dir;
+    return apr_pstrcat(p, dir, "-", base + 8, NULL);
+}
+
 static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
 {
     reg->sched.renew_window_pct =
@@ -155,9 +174,10 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
     reg->notify_cmd = g->notify_cmd;
     reg->sched.lease = reg->timeout + LEASE_GRACE;
     if (!g->store)
-        reg->store_dir = ap_server_root_relative(reg->pool, RS_DEFAULT_STORE);
+        reg->store_dir = instance_store(reg->pool,
+                                        ap_server_root_relative(reg->pool, RS_DEFAULT_STORE));
     else if (strcasecmp(g->store, "none") != 0)
-        reg->store_dir = ap_server_root_relative(reg->pool, g->store);
+        reg->store_dir = instance_store(reg->pool, ap_server_root_relative(reg->pool, g->store));
 }
 
 static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -238,6 +258,7 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
         registry->mutex = NULL;
         return;
     }
+    rs_store_check(registry, s, pchild);
     for (i = 0; i < registry->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(registry->entries, i, rs_entry_t *);
         if ((rv = rs_staple_create(&e->staple, pchild)) != APR_SUCCESS) {

@@ -169,6 +169,23 @@ apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry
                              (unsigned char *)der, (unsigned int)len, p);
 }
 
+/* shmcb splits its segment into subcaches (mod_socache_shmcb's init: as
+ * many as keep two index slots per subcache squared, at most 256) and an
+ * object must fit in one subcache's data area: the same sums, doubled for
+ * the index and the cyclic buffer's wrap. */
+apr_size_t rs_cache_size_for(apr_size_t len)
+{
+    apr_size_t size = CACHE_BYTES_BASE;
+    for (;;) {
+        apr_size_t num_idx = size / (1024 + RS_KEY_LEN), n = 256;
+        while (n > 1 && num_idx / n < 2 * n)
+            n /= 2;
+        if (size / n >= 2 * len || size >= ((apr_size_t)1 << 40))
+            return size;
+        size *= 2;
+    }
+}
+
 void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e)
 {
     apr_atomic_inc32(&reg->shared->entry[e->index].version);
@@ -189,6 +206,24 @@ int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s)
     reg->shared = apr_shm_baseaddr_get(reg->shm);
     memset(reg->shared, 0, size);
     return OK;
+}
+
+int rs_shared_force(rs_registry_t *reg, const rs_entry_t *e, apr_time_t now,
+                    apr_interval_time_t min_interval)
+{
+    rs_state_t st;
+    int forced;
+
+    if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
+        return 0;
+    rs_shared_state_get(reg, e, &st);
+    forced = rs_state_force(&st, now, &reg->shared->entry[e->index].forced_at, min_interval);
+    if (forced) {
+        rs_shared_state_put(reg, e, &st);
+        rs_cache_changed(reg, e);
+    }
+    apr_global_mutex_unlock(reg->mutex);
+    return forced;
 }
 
 /* --- the persistent store --- */
@@ -219,7 +254,10 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
         rs_store_remove(reg->store_dir, e->cert->id, p);
     }
     else if (rv == APR_SUCCESS) {
-        have_resp = rs_cache_resp_put(reg, s, e, der, len, res.next_update, p) == APR_SUCCESS;
+        /* held even if the cache cannot take it (too large): the children
+         * then read it from the store */
+        rs_cache_resp_put(reg, s, e, der, len, res.next_update, p);
+        have_resp = 1;
     }
 
     if (rs_store_load(reg->store_dir, e->cert->id, RS_STORE_STATE, p, &raw, &rawlen)
@@ -242,6 +280,8 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
         st.resp_revoked = 0;
         st.next_attempt = 0;
     }
+    /* a state file from before a clock step must not hold fetching back */
+    rs_state_bound(&st, now, &reg->sched);
     if (!have_resp && !st.fetches)
         return;
     rs_shared_state_put(reg, e, &st);
@@ -286,13 +326,20 @@ int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
                      "RS0305: ResilientStaplingStore: cannot create %s", reg->store_dir);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    /* the children write it: it belongs to the user they run as */
-    if (geteuid() == 0
-        && chown(reg->store_dir, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, errno, s,
-                     "RS0306: ResilientStaplingStore: cannot give %s to the server's User",
-                     reg->store_dir);
-        return HTTP_INTERNAL_SERVER_ERROR;
+    /* the children write it: it belongs to the user they run as, and to
+     * nobody else (a response planted there is verified, but a link could
+     * make root chown any directory) */
+    {
+        int as_root = geteuid() == 0;
+        char why[256];
+        if (rs_store_secure(reg->store_dir, as_root,
+                            as_root ? (unsigned)ap_unixd_config.user_id : (unsigned)geteuid(),
+                            as_root ? (unsigned)ap_unixd_config.group_id : (unsigned)getegid(),
+                            why, sizeof(why)) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                         "RS0306: ResilientStaplingStore %s refused: %s", reg->store_dir, why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     for (i = 0; i < reg->entries->nelts; i++)
         restore_one(reg, s, APR_ARRAY_IDX(reg->entries, i, rs_entry_t *), now, ptemp);
@@ -300,31 +347,72 @@ int rs_store_restore(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     return OK;
 }
 
+/* The store's health is the server's, in shared memory: every child
+ * writes there, and a change is logged once per server, not per write. */
+static void store_result(rs_registry_t *reg, server_rec *s, apr_status_t rv, const char *what)
+{
+    char reason[RS_ERR_LEN], buf[120];
+    int was = 0, failing = rv != APR_SUCCESS;
+
+    if (failing)
+        apr_snprintf(reason, sizeof(reason), "%s: %s", what, apr_strerror(rv, buf, sizeof(buf)));
+    if (!reg->mutex || apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
+        return;
+    was = (int)reg->shared->store_failing;
+    reg->shared->store_failing = (apr_uint32_t)failing;
+    if (failing)
+        apr_cpystrn(reg->shared->store_error, reason, sizeof(reg->shared->store_error));
+    else
+        reg->shared->store_error[0] = '\0';
+    apr_global_mutex_unlock(reg->mutex);
+    /* logged after the unlock: the error log is a file */
+    if (failing && !was)
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "RS0303: the store %s is failing (%s): responses are served from "
+                     "memory but will not survive a restart; check ResilientStaplingStore "
+                     "and that the server's User can write there", reg->store_dir, what);
+    else if (!failing && was)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "RS0308: the store %s works again", reg->store_dir);
+}
+
+int rs_store_health(rs_registry_t *reg, char *err, apr_size_t errlen)
+{
+    int failing = 0;
+    err[0] = '\0';
+    if (!reg->store_dir || !reg->mutex || apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
+        return 0;
+    failing = reg->shared->store_failing != 0;
+    apr_cpystrn(err, reg->shared->store_error, errlen);
+    apr_global_mutex_unlock(reg->mutex);
+    return failing;
+}
+
+void rs_store_check(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+{
+    if (!reg->store_dir)
+        return;
+    store_result(reg, s, rs_store_probe(reg->store_dir, p), "writing a probe file");
+}
+
 void rs_store_write_state(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                           const rs_state_t *st, apr_pool_t *p)
 {
     unsigned char buf[RS_STATE_WIRE_LEN];
-    apr_status_t rv;
     if (!reg->store_dir)
         return;
     rs_state_encode(st, buf);
-    rv = rs_store_save(reg->store_dir, e->cert->id, RS_STORE_STATE, buf, sizeof(buf), p);
-    if (rv != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, rv, s,
-                     "RS0307: cannot write the state of %s to %s", e->cert->subject,
-                     reg->store_dir);
+    store_result(reg, s, rs_store_save(reg->store_dir, e->cert->id, RS_STORE_STATE, buf,
+                                       sizeof(buf), p),
+                 apr_pstrcat(p, "writing the state of ", e->cert->subject, NULL));
 }
 
 void rs_store_write(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
                     const unsigned char *der, apr_size_t len, apr_pool_t *p)
 {
-    apr_status_t rv;
     if (!reg->store_dir)
         return;
-    rv = rs_store_save(reg->store_dir, e->cert->id, RS_STORE_RESPONSE, der, len, p);
-    if (rv != APR_SUCCESS)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
-                     "RS0303: cannot write the response for %s to %s; it is served from "
-                     "memory, but will not survive a restart", e->cert->subject,
-                     reg->store_dir);
+    store_result(reg, s, rs_store_save(reg->store_dir, e->cert->id, RS_STORE_RESPONSE, der,
+                                       len, p),
+                 apr_pstrcat(p, "writing the response for ", e->cert->subject, NULL));
 }

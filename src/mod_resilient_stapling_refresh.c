@@ -21,6 +21,7 @@
 #include "rs_fleet_lease.h"
 #include "rs_record.h"
 #include "rs_status.h"
+#include "rs_store.h"
 
 APLOG_USE_MODULE(resilient_stapling);
 
@@ -80,11 +81,14 @@ struct refresher_t {
     apr_time_t fleet_next_poll;  /* scheduler thread only */
 };
 
-/* A response another child stored, copied out under the mutex. */
+/* A response another child stored, copied out under the mutex; der NULL:
+ * not in the cache (too large for it, or evicted), read from the store
+ * once the mutex is released. */
 typedef struct {
     rs_entry_t *e;
     unsigned char *der;
     apr_size_t len;
+    int lost;            /* and this child has nothing valid to staple */
 } pickup_t;
 
 static double jitter(void)
@@ -147,6 +151,22 @@ static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
                      "RS0221: picked up the response for %s from the shared cache "
                      "(nextUpdate %s)", e->cert->subject, fmt_time(p, res.next_update));
+}
+
+/* A response the server holds that the shared cache does not (too large
+ * for it, or evicted): the store has it, verified like any other. */
+static int install_from_store(refresher_t *r, rs_entry_t *e, apr_time_t now, apr_pool_t *p)
+{
+    rs_ocsp_result_t res;
+    unsigned char *der;
+    apr_size_t len;
+
+    if (rs_store_load(r->reg->store_dir, e->cert->id, RS_STORE_RESPONSE, p, &der, &len)
+        != APR_SUCCESS
+        || !verify_cached(r, e, der, len, now, "RS0224", "store", r->reg->store_dir, &res))
+        return 0;
+    offer(e, der, len, &res, now);
+    return 1;
 }
 
 /* Put back a valid response this child serves but the cache lost (shmcb
@@ -233,6 +253,13 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
                 pk->e = e;
                 pk->der = apr_pmemdup(p, r->scratch, len);
                 pk->len = len;
+                pk->lost = 0;
+            }
+            else if (r->reg->store_dir) {
+                pickup_t *pk = apr_array_push(fresh);
+                pk->e = e;
+                pk->der = NULL;
+                pk->lost = next_update <= now && st.resp_next_update > now && !in_flight;
             }
             else if (next_update <= now && st.resp_next_update > now && !in_flight) {
                 /* a valid response exists but the cache evicted it before this
@@ -258,10 +285,19 @@ static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
                          "fetching it for this child", e->cert->subject);
     }
 
-    /* verification is CPU work: done after the mutex is released */
+    /* verification (and reading the store) after the mutex is released */
     for (i = 0; i < fresh->nelts && !apr_atomic_read32(&r->stopping); i++) {
         pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
-        install_from_cache(r, pk->e, pk->der, pk->len, now, p);
+        if (pk->der)
+            install_from_cache(r, pk->e, pk->der, pk->len, now, p);
+        else if (!install_from_store(r, pk->e, now, p) && pk->lost) {
+            /* a valid response exists but neither the cache nor the store
+             * has it for this child: fetch it here rather than staple nothing */
+            apr_thread_mutex_lock(r->lock);
+            pk->e->cache_lost = 1;
+            pk->e->local_next = now;
+            apr_thread_mutex_unlock(r->lock);
+        }
     }
 }
 
@@ -725,7 +761,10 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
             if (shared)
                 rs_cache_changed(r->reg, e);
         }
-        rs_state_success(&st, now, &res, shared, &r->reg->sched, jitter());
+        /* the server holds it even when the cache cannot: scheduled as held
+         * (no refetch at every retry minimum), the other children read it
+         * from the store */
+        rs_state_success(&st, now, &res, newest, &r->reg->sched, jitter());
     }
     else {
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
@@ -739,15 +778,20 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
 
     /* logging and disk I/O after the mutex is released */
     if (newest && !shared)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                     "RS0204: cannot store the response for %s in the shared cache %s "
-                     "(too small?); serving it from this child only",
-                     e->cert->subject, r->reg->cache_desc);
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+                     "RS0204: the response for %s (%" APR_SIZE_T_FMT " bytes) does not fit in "
+                     "the shared cache %s; %s; ResilientStaplingCache shmcb:PATH(%" APR_SIZE_T_FMT
+                     ") or larger holds it", e->cert->subject, len, r->reg->cache_desc,
+                     r->reg->store_dir ? "the other children read it from the store"
+                                       : "every child fetches it for itself (no store)",
+                     rs_cache_size_for(len));
     if (r->reg->fleet)
         fleet_after_fetch(r, e, newest, body, len, res.next_update,
                           !rs_verdict_is_valid(res.verdict), st.next_attempt, p);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
+    if (newest && !shared && r->reg->store_dir)
+        rs_cache_changed(r->reg, e); /* now in the store: the other children read it */
     rs_store_write_state(r->reg, r->s, e, &st, p);
     if (rs_verdict_is_valid(res.verdict))
         offer(e, body, len, &res, now);
@@ -792,6 +836,9 @@ static void claim_due(refresher_t *r, apr_time_t now)
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
             return;
         rs_shared_state_get(r->reg, e, &st);
+        /* a time from before a clock step, a state file, another server */
+        if (rs_state_bound(&st, now, &r->reg->sched))
+            rs_shared_state_put(r->reg, e, &st);
         claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched, force);
         if (claimed) {
             /* due and free: now it needs one of the server's fetch slots */

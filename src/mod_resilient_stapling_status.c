@@ -2,7 +2,8 @@
  *
  *   SetHandler resilient-stapling-status   one row per certificate, HTML
  *                                          (worst first) or ?json
- *   POST refresh=<id>|all                  schedule an immediate fetch
+ *   POST ?refresh=<id>|all                 schedule an immediate fetch (not
+ *                                          cross-site; once per 10 s each)
  *   server-status (mod_status)             a summary section; ?auto lines
  *
  * Rows come from the shared state (all children agree) and this child's
@@ -117,6 +118,17 @@ static void counts(apr_array_header_t *rows, int *n)
         n[APR_ARRAY_IDX(rows, i, row_t).state]++;
 }
 
+/* "ok", "failing: <reason>" or "none" (no store): a store that cannot be
+ * written is an outage waiting for the next restart, shown as such. */
+static const char *store_health(apr_pool_t *p, rs_registry_t *reg)
+{
+    char err[RS_ERR_LEN];
+    if (!reg->store_dir)
+        return "none";
+    return rs_store_health(reg, err, sizeof(err)) ? apr_pstrcat(p, "failing: ", err, NULL)
+                                                  : "ok";
+}
+
 static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
                       apr_time_t now)
 {
@@ -125,9 +137,11 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
 
     counts(rows, n);
     ap_set_content_type(r, "application/json");
-    ap_rprintf(r, "{\"version\":1,\"generated\":%s,\"cache\":%s,\"store\":%s,",
+    ap_rprintf(r, "{\"version\":1,\"generated\":%s,\"cache\":%s,\"store\":%s,"
+               "\"store_health\":%s,",
                json_time(p, now), rs_json_string(p, reg->cache_desc),
-               reg->store_dir ? rs_json_string(p, reg->store_dir) : "null");
+               reg->store_dir ? rs_json_string(p, reg->store_dir) : "null",
+               rs_json_string(p, store_health(p, reg)));
     if (reg->fleet)
         ap_rprintf(r, "\"fleet\":{\"cache\":%s,\"state\":\"%s\"},",
                    rs_json_string(p, reg->fleet_desc), rs_fleet_server_down(reg) ? "down" : "up");
@@ -202,9 +216,17 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
              ".stale-but-valid{background:#fbeec8}.good{background:#d8f0d8}"
              ".no-ocsp-url{background:#eee;color:#666}small{color:#555}"
              "</style></head><body>\n<h1>OCSP stapling</h1>\n<p>", r);
-    ap_rprintf(r, "%s UTC &middot; cache %s &middot; store %s</p>\n<p>", html_time(p, now),
-               ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
-               ap_escape_html2(p, reg->store_dir ? reg->store_dir : "none", 1));
+    {
+        const char *health = store_health(p, reg);
+        ap_rprintf(r, "%s UTC &middot; cache %s &middot; store %s: %s%s%s</p>\n<p>",
+                   html_time(p, now),
+                   ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
+                   ap_escape_html2(p, reg->store_dir ? reg->store_dir : "none", 1),
+                   strncmp(health, "failing", 7) ? "" : "<b class=\"expired\">",
+                   ap_escape_html2(p, health, 1),
+                   strncmp(health, "failing", 7) ? "" : " &mdash; staples will not survive "
+                                                        "a restart</b>");
+    }
     if (reg->fleet)
         ap_rprintf(r, "fleet cache %s: <b>%s</b></p>\n<p>", ap_escape_html2(p, reg->fleet_desc, 1),
                    rs_fleet_server_down(reg) ? "down, this server fetches for itself" : "up");
@@ -240,20 +262,66 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    st->fetches, st->fetch_failures);
     }
     ap_rputs("</table>\n<p><small>Worst first. <code>?json</code> for machines; "
-             "<code>POST refresh=&lt;id&gt;|all</code> fetches now.</small></p>\n"
+             "<code>POST ?refresh=&lt;id&gt;|all</code> fetches now (once per 10 s per "
+             "certificate).</small></p>\n"
              "</body></html>\n", r);
 }
 
-/* POST refresh=<id>|all: due now, in every child (still one fetch per
- * certificate, still verified). */
-static int refresh(request_rec *r, rs_registry_t *reg)
+/* At most one forced fetch per certificate per this interval (or per the
+ * configured retry minimum, if shorter), however often the button is
+ * pressed: each one reaches the CA's responder. */
+#define REFRESH_MIN_INTERVAL apr_time_from_sec(10)
+
+static int is_form_type(const char *ctype)
+{
+    static const char *const simple[] = {"application/x-www-form-urlencoded",
+                                         "multipart/form-data", "text/plain"};
+    apr_size_t i, n;
+    for (i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
+        n = strlen(simple[i]);
+        if (!strncasecmp(ctype, simple[i], n) && (!ctype[n] || ctype[n] == ';' || ctype[n] == ' '))
+            return 1;
+    }
+    return 0;
+}
+
+/* A page on another site must not press the button for a logged-in admin
+ * (Require lines often trust the admin's address or cookie). Browsers send
+ * Sec-Fetch-Site and Origin with a cross-site POST, and an HTML form can
+ * only send the three form content types: those need an Origin that is
+ * this site's. curl and scripts send neither header and no form type. */
+static int cross_site(request_rec *r)
+{
+    const char *site = apr_table_get(r->headers_in, "Sec-Fetch-Site");
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *ctype = apr_table_get(r->headers_in, "Content-Type");
+    const char *host = apr_table_get(r->headers_in, "Host");
+    int same = origin && host
+               && !strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL));
+
+    if (site && strcasecmp(site, "same-origin") != 0 && strcasecmp(site, "none") != 0)
+        return 1;
+    if (origin && !same)
+        return 1;
+    return !same && ctype && is_form_type(ctype);
+}
+
+/* refresh=<id>|all from the query string, or from a form body. */
+static const char *refresh_target(request_rec *r)
 {
     apr_array_header_t *pairs = NULL;
     const char *which = NULL;
-    int i, n = 0;
+    char *arg, *last;
+    int i;
 
+    for (arg = r->args ? apr_strtok(apr_pstrdup(r->pool, r->args), "&", &last) : NULL; arg;
+         arg = apr_strtok(NULL, "&", &last))
+        if (!strncmp(arg, "refresh=", 8))
+            which = arg + 8;
+    if (which)
+        return *which && strlen(which) <= 64 ? which : NULL;
     if (ap_parse_form_data(r, NULL, &pairs, -1, MAX_FORM_BYTES) != OK || !pairs)
-        return HTTP_BAD_REQUEST;
+        return NULL;
     for (i = 0; i < pairs->nelts; i++) {
         ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
         apr_off_t len;
@@ -263,36 +331,60 @@ static int refresh(request_rec *r, rs_registry_t *reg)
             continue;
         apr_brigade_length(pair->value, 1, &len);
         if (len <= 0 || len > 64)
-            return HTTP_BAD_REQUEST;
+            return NULL;
         size = (apr_size_t)len;
         buf = apr_palloc(r->pool, size + 1);
         apr_brigade_flatten(pair->value, buf, &size);
         buf[size] = '\0';
         which = buf;
     }
-    if (!which)
+    return which;
+}
+
+/* POST refresh=<id>|all: due now, in every child (still one fetch per
+ * certificate, still verified). It never changes the backoff the schedule
+ * would have used (rs_state_force). */
+static int refresh(request_rec *r, rs_registry_t *reg, apr_time_t now)
+{
+    const char *which;
+    int i, n = 0, throttled = 0;
+    apr_interval_time_t interval = reg->sched.retry_min < REFRESH_MIN_INTERVAL
+                                       ? reg->sched.retry_min : REFRESH_MIN_INTERVAL;
+
+    if (cross_site(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      "RS0502: cross-site refresh request refused (Origin %s, Sec-Fetch-Site "
+                      "%s); a script may POST ?refresh=<id>|all without a form body",
+                      ap_escape_logitem(r->pool, apr_table_get(r->headers_in, "Origin")),
+                      ap_escape_logitem(r->pool,
+                                        apr_table_get(r->headers_in, "Sec-Fetch-Site")));
+        return HTTP_FORBIDDEN;
+    }
+    if (!(which = refresh_target(r)))
         return HTTP_BAD_REQUEST;
     for (i = 0; i < reg->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
-        rs_state_t st;
         if (strcmp(which, "all") != 0 && strcasecmp(which, e->id_hex) != 0)
             continue;
-        if (apr_global_mutex_lock(reg->mutex) != APR_SUCCESS)
-            return HTTP_INTERNAL_SERVER_ERROR;
-        rs_shared_state_get(reg, e, &st);
-        st.next_attempt = 0;
-        rs_shared_state_put(reg, e, &st);
-        rs_cache_changed(reg, e);
-        apr_global_mutex_unlock(reg->mutex);
-        n++;
+        if (rs_shared_force(reg, e, now, interval))
+            n++;
+        else
+            throttled++;
     }
-    if (n == 0)
+    if (n == 0 && throttled == 0)
         return HTTP_NOT_FOUND;
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r,
-                  "RS0501: refresh of %s requested by %s: %d certificate(s) due now",
-                  ap_escape_logitem(r->pool, which), r->useragent_ip, n);
+                  "RS0501: refresh of %s requested by %s: %d certificate(s) due now, %d "
+                  "refreshed less than %d s ago left as they are",
+                  ap_escape_logitem(r->pool, which), r->useragent_ip, n, throttled,
+                  (int)apr_time_sec(interval));
     ap_set_content_type(r, "application/json");
-    ap_rprintf(r, "{\"scheduled\":%d}\n", n);
+    if (n == 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%d", (int)apr_time_sec(interval) + 1));
+        r->status = HTTP_TOO_MANY_REQUESTS;
+    }
+    ap_rprintf(r, "{\"scheduled\":%d,\"throttled\":%d}\n", n, throttled);
     return OK;
 }
 
@@ -309,7 +401,7 @@ int rs_status_handler(request_rec *r)
         return HTTP_SERVICE_UNAVAILABLE;
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (r->method_number == M_POST)
-        return refresh(r, reg);
+        return refresh(r, reg, now);
     if (r->method_number != M_GET)
         return HTTP_METHOD_NOT_ALLOWED;
     if (r->header_only)
@@ -353,6 +445,7 @@ int rs_status_hook(request_rec *r, int flags)
                    oldest ? apr_time_sec(now - oldest) : 0);
         ap_rprintf(r, "ResilientStapling-NextRenewalIn: %" APR_TIME_T_FMT "\n",
                    next ? apr_time_sec(next - now) : 0);
+        ap_rprintf(r, "ResilientStapling-Store: %s\n", store_health(r->pool, reg));
         return OK;
     }
     ap_rputs("<hr>\n<h2>Resilient OCSP stapling</h2>\n<table border=\"0\"><tr>", r);
@@ -362,6 +455,7 @@ int rs_status_hook(request_rec *r, int flags)
     for (k = 0; k <= RS_CERT_NO_URL; k++)
         ap_rprintf(r, "<td>%d</td>", n[k]);
     ap_rprintf(r, "</tr></table>\n<p>Oldest response stapled: %s UTC &middot; next renewal: "
-               "%s UTC</p>\n", html_time(r->pool, oldest), html_time(r->pool, next));
+               "%s UTC &middot; store: %s</p>\n", html_time(r->pool, oldest),
+               html_time(r->pool, next), ap_escape_html2(r->pool, store_health(r->pool, reg), 1));
     return OK;
 }

@@ -14,6 +14,53 @@ void rs_state_init(rs_state_t *st)
     st->last_resp_status = -1;
 }
 
+/* Children read the clock at different moments (a scheduler pass reads it
+ * once, then walks every certificate): a lease another child took a moment
+ * later ends a little after now + lease. Only what lies beyond this slack is
+ * a lie. */
+#define BOUND_SLACK apr_time_from_sec(60)
+
+int rs_state_bound(rs_state_t *st, apr_time_t now, const rs_sched_conf_t *conf)
+{
+    apr_time_t latest = now + conf->retry_max + BOUND_SLACK;
+    int changed = 0;
+
+    if (st->resp_next_update > now) {
+        /* the latest renewal any jitter gives the held response */
+        apr_time_t renew = rs_sched_renew_at(conf, st->resp_this_update, st->resp_next_update,
+                                             0, 1.0) + BOUND_SLACK;
+        if (renew > latest)
+            latest = renew;
+    }
+    if (st->next_attempt > latest) {
+        st->next_attempt = latest;
+        changed = 1;
+    }
+    if (st->forced_next > latest) {
+        st->forced_next = latest;
+        changed = 1;
+    }
+    if (st->lease_until > now + conf->lease + BOUND_SLACK) {
+        st->lease_until = 0;
+        st->lease_owner = 0;
+        changed = 1;
+    }
+    return changed;
+}
+
+int rs_state_force(rs_state_t *st, apr_time_t now, apr_time_t *forced_at,
+                   apr_interval_time_t min_interval)
+{
+    if (*forced_at && now >= *forced_at && now - *forced_at < min_interval)
+        return 0;
+    *forced_at = now;
+    /* keep the schedule's own time, unless an earlier force already did */
+    if (!st->forced_next)
+        st->forced_next = st->next_attempt > now ? st->next_attempt : now;
+    st->next_attempt = 0;
+    return 1;
+}
+
 int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
                    const rs_sched_conf_t *conf, int force)
 {
@@ -81,6 +128,7 @@ int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
 
 static void release(rs_state_t *st, apr_time_t now)
 {
+    st->forced_next = 0;
     st->lease_until = 0;
     st->lease_owner = 0;
     st->last_attempt = now;
@@ -110,6 +158,7 @@ void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fe
 void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adopted,
                     const rs_sched_conf_t *conf, double jitter)
 {
+    st->forced_next = 0;
     st->lease_until = 0;
     st->lease_owner = 0;
     st->failures = 0;
@@ -150,13 +199,22 @@ void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
                       int resp_status, const char *reason,
                       const rs_sched_conf_t *conf, double jitter)
 {
+    apr_time_t scheduled = st->forced_next;
+
     release(st, now);
-    st->failures++;
     st->fetch_failures++;
     st->last_verdict = verdict;
     st->last_resp_status = resp_status;
     apr_cpystrn(st->last_error, reason ? reason : rs_verdict_name(verdict),
                 sizeof(st->last_error));
+    /* a forced attempt that failed changes nothing the schedule decided:
+     * the same consecutive failures, the same next attempt (unless that
+     * was due by now anyway, then this attempt was the scheduled one) */
+    if (scheduled > now) {
+        st->next_attempt = scheduled;
+        return;
+    }
+    st->failures++;
     st->next_attempt = rs_sched_retry_at(conf, now, st->failures, jitter);
 }
 

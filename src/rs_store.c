@@ -1,5 +1,10 @@
 /* rs_store.c: see rs_store.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <apr_file_io.h>
 #include <apr_file_info.h>
@@ -19,8 +24,106 @@ static const char *path_of(const char *dir, const unsigned char *id, rs_store_ki
 
 apr_status_t rs_store_prepare(const char *dir, apr_pool_t *p)
 {
-    return apr_dir_make_recursive(dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE,
-                                  p);
+    char *path = apr_pstrdup(p, dir), *c;
+
+    /* each missing parent, 0755 whatever the umask: it only has to be
+     * traversable; the store itself holds the private files */
+    for (c = path + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        if (mkdir(path, 0755) == 0) {
+            if (chmod(path, 0755) != 0)
+                return errno;
+        }
+        else if (errno != EEXIST)
+            return errno;
+        *c = '/';
+    }
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return errno;
+    return APR_SUCCESS;
+}
+
+apr_status_t rs_store_secure(const char *dir, int as_root, unsigned uid, unsigned gid,
+                             char *err, apr_size_t errlen)
+{
+    struct stat st;
+    apr_status_t rv = APR_SUCCESS;
+    int fd;
+
+    if (lstat(dir, &st) != 0) {
+        rv = errno;
+        snprintf(err, errlen, "cannot examine it: %s", strerror(errno));
+        return rv;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        snprintf(err, errlen, "it is a symbolic link; name the real directory");
+        return APR_EINVAL;
+    }
+    /* O_NOFOLLOW: a link swapped in after the lstat is not followed either */
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        rv = errno;
+        snprintf(err, errlen, "cannot open it: %s", strerror(errno));
+        return rv;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "it is not a directory");
+        rv = APR_EINVAL;
+    }
+    else if (st.st_mode & S_IWOTH) {
+        snprintf(err, errlen, "it is world-writable (mode %04o): anyone could plant files",
+                 (unsigned)(st.st_mode & 07777));
+        rv = APR_EINVAL;
+    }
+    else if (st.st_uid != uid && !(as_root && st.st_uid == 0)) {
+        snprintf(err, errlen, "it belongs to uid %u, not to the server's user (uid %u)",
+                 (unsigned)st.st_uid, uid);
+        rv = APR_EINVAL;
+    }
+    else if (as_root && (st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) != 0) {
+        rv = errno;
+        snprintf(err, errlen, "cannot give it to uid %u: %s", uid, strerror(errno));
+    }
+    else if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) != 0) {
+        rv = errno;
+        snprintf(err, errlen, "cannot make it mode 0700: %s", strerror(errno));
+    }
+    close(fd);
+    return rv;
+}
+
+/* The rename is durable only once the directory entry is on disk: after a
+ * power loss the store must hold the old file or the new, never neither. */
+static apr_status_t sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    apr_status_t rv = APR_SUCCESS;
+    if (fd < 0)
+        return errno;
+    if (fsync(fd) != 0)
+        rv = errno;
+    close(fd);
+    return rv;
+}
+
+apr_status_t rs_store_probe(const char *dir, apr_pool_t *p)
+{
+    char *tmp = apr_pstrcat(p, dir, "/probe" TMP_MARK "XXXXXX", NULL);
+    apr_file_t *f;
+    apr_size_t written;
+    apr_status_t rv;
+
+    rv = apr_file_mktemp(&f, tmp, APR_FOPEN_CREATE | APR_FOPEN_WRITE | APR_FOPEN_EXCL, p);
+    if (rv != APR_SUCCESS)
+        return rv;
+    rv = apr_file_write_full(f, "probe\n", 6, &written);
+    if (rv == APR_SUCCESS)
+        rv = apr_file_sync(f);
+    apr_file_close(f);
+    apr_file_remove(tmp, p);
+    return rv;
 }
 
 apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_kind_e kind,
@@ -46,6 +149,8 @@ apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_ki
         rv = apr_file_rename(tmp, final, p);
     if (rv != APR_SUCCESS)
         apr_file_remove(tmp, p);
+    else
+        rv = sync_dir(dir);
     return rv;
 }
 

@@ -39,14 +39,14 @@ my $T = int(time) - 5;
 sub next_updates { map { RSTest::handshake('count')->{next_update} // 0 } 1 .. 12 }
 sub all_children_staple { my $n = shift; RSTest::wait_for(sub { !grep { $_ != $n } next_updates() }, 10, 0.2) }
 RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=600&thisupdate=$T");
-POST('/rs-status', content => "refresh=$id");
+RSTest::refresh($id);
 ok(all_children_staple($T + 600));
 RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=3600&thisupdate=$T");
-POST('/rs-status', content => "refresh=$id");
+RSTest::refresh($id);
 ok(all_children_staple($T + 3600))
     or warn "# nextUpdates stapled: @{[ map { $_ - $T } next_updates() ]} (after thisUpdate)\n";
 # back to 6 s responses renewed every ~3 s, which later tests count on
 RSTest::ctl_get("/_ctl/set?name=count&mode=good&validity=6&thisupdate=0");
-POST('/rs-status', content => "refresh=$id");
+RSTest::refresh($id);
 RSTest::wait_for(sub { !grep { $_ > time + 60 } next_updates() }, 10, 0.2)
     or warn "# count still staples a long-lived response\n";

@@ -10,7 +10,7 @@ use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-plan tests => 41;
+plan tests => 47;
 
 sub status_json { JSON::PP::decode_json(GET_BODY('/rs-status?json')) }
 sub cn { ($_[0]{subject} =~ /CN=([^,]+)/)[0] }
@@ -55,6 +55,10 @@ ok(!grep { $rank{ $order[$_ - 1] } > $rank{ $order[$_] } } 1 .. $#order);
 html_states();
 
 # --- the scripted sequence: failing renewal -> stale -> expiring -> expired -> recovered
+# Counted from here on only: the notify log is the server's, and a late
+# renewal of an earlier test file's certificate writes there too.
+my $mark = length notified();
+sub notified_here { substr(notified(), $mark) }
 RSTest::set_mode('status', 'http500');
 my $stale = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'};
                                    $x->{state} eq 'stale-but-valid' && $x->{consecutive_failures} >= 1 && $x }, 8);
@@ -63,15 +67,15 @@ html_states();
 my $expired = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'}; $x->{state} eq 'expired' && $x }, 12);
 ok($expired && !defined $expired->{seconds_left});
 html_states();
-ok(RSTest::wait_for(sub { notified() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test,O=RS Test expired/m }, 5));
+ok(RSTest::wait_for(sub { notified_here() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test,O=RS Test expired/m }, 5));
 RSTest::set_mode('status', 'good', 8);
 my $back = RSTest::wait_for(sub { my $x = by_cn()->{'status.rs.test'}; $x->{state} eq 'good' && $x }, 8);
 ok($back && $back->{consecutive_failures} == 0 && $back->{failures} >= $expired->{failures}
    && $back->{fetches} > $expired->{fetches});
-ok(RSTest::wait_for(sub { notified() =~ /^recovered [0-9a-f]{40} CN=status\.rs\.test/m }, 5));
-my @expiring = notified() =~ /^(expiring [0-9a-f]{40} CN=status\.rs\.test.*)$/mg;
+ok(RSTest::wait_for(sub { notified_here() =~ /^recovered [0-9a-f]{40} CN=status\.rs\.test/m }, 5));
+my @expiring = notified_here() =~ /^(expiring [0-9a-f]{40} CN=status\.rs\.test.*)$/mg;
 ok(@expiring == 1) or warn "# expiring notifications: " . scalar(@expiring) . "\n";  # once, not per child
-my @expired_n = notified() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test/mg;
+my @expired_n = notified_here() =~ /^expired [0-9a-f]{40} CN=status\.rs\.test/mg;
 ok(@expired_n == 1);
 ok(notified() =~ /^revoked [0-9a-f]{40} CN=revoked\.rs\.test,O=RS Test revoked/m);
 my $log = RSTest::error_log();
@@ -96,18 +100,33 @@ my $before = @{ RSTest::requests('good') };
 my $get = GET("/rs-status?refresh=$id");
 sleep 2;
 ok($get->code == 200 && @{ RSTest::requests('good') } == $before);
-my $post = POST('/rs-status', content => "refresh=$id");
-ok($post->code == 200 && $post->content =~ /"scheduled":1/);
+my ($code, $body) = RSTest::refresh($id);
+ok($code == 200 && $body =~ /"scheduled":1/) or warn "# refresh: $code $body\n";
 ok(RSTest::wait_for(sub { @{ RSTest::requests('good') } == $before + 1 }, 4));
 sleep 1.5;
 ok(@{ RSTest::requests('good') } == $before + 1);   # one fetch, not one per child
-ok(POST('/rs-status', content => 'refresh=' . ('0' x 40))->code == 404);
-ok(POST('/rs-status', content => 'other=1')->code == 400);
+ok(RSTest::refresh('0' x 40) == 404);
+ok(RSTest::refresh('') == 400);
 ok(RSTest::error_log() =~ /RS0501: refresh of $id requested by 127\.0\.0\.1/);
+
+# --- a page on another site cannot press the button: a cross-site form
+# (Origin of another site, or none), Sec-Fetch-Site cross-site; a form from
+# this site's own page can
+my $hp = Apache::TestRequest::hostport();
+my $cross = POST('/rs-status', content => "refresh=$id", Origin => 'https://evil.example');
+ok($cross->code == 403);
+ok(POST('/rs-status', content => "refresh=$id")->code == 403);
+ok(POST('/rs-status', content => "refresh=$id", 'Content-Type' => 'text/plain')->code == 403);
+ok(POST("/rs-status?refresh=$id", 'Sec-Fetch-Site' => 'cross-site')->code == 403);
+my $f0 = by_cn()->{'good.rs.test'}{fetches};
+ok(POST('/rs-status', content => "refresh=$id", Origin => "http://$hp")->code == 200);
+# the fetch it asked for is done before the counters are compared below
+RSTest::wait_for(sub { by_cn()->{'good.rs.test'}{fetches} > $f0 }, 10);
+ok(RSTest::error_log() =~ /RS0502: cross-site refresh request refused \(Origin https:\/\/evil\.example/);
 
 # --- Require applies to GET and POST
 ok(GET('/rs-status-closed?json')->code == 403);
-ok(POST('/rs-status-closed', content => 'refresh=all')->code == 403);
+ok(POST('/rs-status-closed', content => 'refresh=all', Origin => "http://$hp")->code == 403);
 
 # --- server-status
 my $auto = GET_BODY('/rs-server-status?auto');

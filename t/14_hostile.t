@@ -28,7 +28,7 @@ sub id_of { RSTest::cert_id(shift) }
 my $id = id_of('f-huge');
 RSTest::set_mode('f-huge', 'good');
 my $asked = int(time);
-POST('/rs-status', content => "refresh=$id");
+RSTest::refresh($id);
 # the refreshed response, once every child has it (not an older one a child still serves)
 my $good;
 RSTest::wait_for(sub {
@@ -40,7 +40,7 @@ RSTest::set_mode('f-huge', 'huge');
 my $before = children_kb();
 my $n0 = @{ RSTest::requests('f-huge') };
 for (1 .. 10) {
-    POST('/rs-status', content => "refresh=$id");
+    RSTest::refresh($id);
     RSTest::wait_for(sub { @{ RSTest::requests('f-huge') } > $n0 }, 3, 0.05);
     $n0 = @{ RSTest::requests('f-huge') };
     sleep 0.3;
@@ -67,7 +67,7 @@ ok(!$h->{stapled} && $h->{ok} && $h->{elapsed} < 0.5);
 # --- a child stops within a moment while a fetch trickles (1 byte/s)
 RSTest::set_mode('f-trickle', 'trickle');
 my $t0 = time;
-POST('/rs-status', content => 'refresh=' . id_of('f-trickle'));
+RSTest::refresh(id_of('f-trickle'));
 ok(RSTest::wait_for(sub { grep { $_->{t} >= $t0 && $_->{mode} eq 'trickle' }
                           @{ RSTest::requests('f-trickle') } }, 3, 0.05));
 my $server = Apache::Test::config()->server;

@@ -23,6 +23,8 @@ my $vars = Apache::Test::vars();
 my $dir = "$vars->{t_dir}/pki/prefork";
 my $root = "$vars->{t_logs}/prefork";
 my ($rport, $sport) = map { RSTest::port($_) } 18690, 18691;
+# an httpd a killed run left behind
+RSTest::stop_httpd($vars->{httpd}, $root) if -f "$root/logs/httpd.pid";
 remove_tree($root);
 make_path("$root/logs");
 system('/usr/bin/python3', "$vars->{t_dir}/pki/mkpki.py", $dir, $rport, $N) == 0 or die;

@@ -15,7 +15,8 @@ usage: ocsp_responder.py PKIDIR PORT
 Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
 garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
 expired notyetvalid nonextupdate wrongtype refused huge trickle clmore clless
-chunked redirect.
+chunked redirect large (a valid good response of ~40 KB: the signer certificate
+repeated, more than a small shared cache holds).
 "refused" closes the second listener on PORT+1 (used by the f-refused leaf), so
 connecting is refused for real.
 Listens on 127.0.0.1 only.
@@ -100,6 +101,8 @@ def build(leaf, mode, validity):
         key, signer, certs = ROGUE_SIGNER_KEY, ROGUE_SIGNER, [ROGUE_SIGNER]
     elif mode == "badsig":
         key, signer, certs = CA_KEY, CA, []
+    elif mode == "large":
+        certs = certs * 80
     b = (ocsp.OCSPResponseBuilder()
          .add_response(cert=cert, issuer=issuer, algorithm=hashes.SHA1(), cert_status=status,
                        this_update=this, next_update=nxt, revocation_time=rev_time,

@@ -231,6 +231,98 @@ static void test_adopt(void **state)
     assert_int_equal(st.next_attempt, S(1000 + 43200));
 }
 
+/* A next attempt a year ahead (a state file from before a clock step, a
+ * record another process wrote) is pulled in; one the held response's
+ * renewal explains is not; a lease longer than any lease is dropped. */
+static void test_bound_times(void **state)
+{
+    rs_state_t st;
+    apr_time_t now = S(1000000);
+    (void)state;
+
+    rs_state_init(&st);
+    st.next_attempt = now + S(365 * 86400);
+    st.lease_until = now + S(365 * 86400);
+    st.lease_owner = 7;
+    assert_int_equal(rs_state_bound(&st, now, &conf), 1);
+    assert_int_equal(st.next_attempt, now + conf.retry_max + S(60));
+    assert_int_equal(st.lease_until, 0);
+    assert_int_equal(st.lease_owner, 0);
+    /* stored once, it stays put: the scheduler claims it when that time comes */
+    assert_int_equal(rs_state_bound(&st, now + S(10), &conf), 0);
+    assert_int_equal(rs_state_claim(&st, 1, now + conf.retry_max + S(60), &conf, 0), 1);
+
+    /* a 4-day response fetched now is renewed in about 2 days: kept */
+    rs_state_init(&st);
+    st.resp_this_update = now;
+    st.resp_next_update = now + S(4 * 86400);
+    st.next_attempt = rs_sched_renew_at(&conf, st.resp_this_update, st.resp_next_update, now,
+                                        0.9);
+    {
+        apr_time_t scheduled = st.next_attempt;
+        assert_int_equal(rs_state_bound(&st, now, &conf), 0);
+        assert_int_equal(st.next_attempt, scheduled);
+    }
+    /* but not beyond its latest renewal */
+    st.next_attempt = now + S(4 * 86400);
+    rs_state_bound(&st, now, &conf);
+    assert_int_equal(st.next_attempt,
+                     rs_sched_renew_at(&conf, st.resp_this_update, st.resp_next_update, 0, 1.0)
+                         + S(60));
+    /* a live lease of normal length stays, also one another child took a
+     * moment after this one read the clock (two children fetched at once
+     * when the bound had no slack) */
+    st.lease_until = now + conf.lease + S(2);
+    st.lease_owner = 9;
+    assert_int_equal(rs_state_bound(&st, now, &conf), 0);
+    assert_int_equal(st.lease_owner, 9);
+    assert_int_equal(rs_state_claim(&st, 1, now, &conf, 1), 0);
+}
+
+/* The refresh button: due now, at most once per interval, and a failure
+ * of the forced attempt leaves the backoff as the schedule had it. */
+static void test_forced_refresh(void **state)
+{
+    rs_state_t st;
+    apr_time_t now = S(5000), forced_at = 0, scheduled;
+    (void)state;
+
+    rs_state_init(&st);
+    rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 3, "tryLater", &conf, 0.0);
+    rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 3, "tryLater", &conf, 0.0);
+    assert_int_equal(st.failures, 2);
+    scheduled = st.next_attempt;
+    assert_true(scheduled > now);
+
+    assert_int_equal(rs_state_force(&st, now, &forced_at, S(10)), 1);
+    assert_int_equal(st.next_attempt, 0);
+    assert_int_equal(rs_state_claim(&st, 1, now, &conf, 0), 1);
+    rs_state_failure(&st, now + S(1), RS_VERDICT_RESPONDER_ERROR, 3, "tryLater", &conf, 0.0);
+    assert_int_equal(st.failures, 2);           /* not counted into the backoff */
+    assert_int_equal(st.next_attempt, scheduled); /* the schedule's own time */
+    assert_int_equal(st.fetch_failures, 3);     /* but counted as an attempt */
+    assert_int_equal(st.forced_next, 0);
+
+    /* a second press within 10 s does nothing, after 10 s it works again */
+    assert_int_equal(rs_state_force(&st, now + S(5), &forced_at, S(10)), 0);
+    assert_int_equal(st.next_attempt, scheduled);
+    assert_int_equal(rs_state_force(&st, now + S(10), &forced_at, S(10)), 1);
+    /* two presses before the fetch ran keep the first schedule */
+    forced_at = 0;
+    assert_int_equal(rs_state_force(&st, now + S(30), &forced_at, S(10)), 1);
+    assert_int_equal(st.forced_next, scheduled);
+
+    /* forced when the schedule had it due anyway: an ordinary attempt */
+    rs_state_init(&st);
+    forced_at = 0;
+    st.next_attempt = now - S(1);
+    rs_state_force(&st, now, &forced_at, S(10));
+    rs_state_claim(&st, 1, now, &conf, 0);
+    rs_state_failure(&st, now + S(1), RS_VERDICT_TRANSPORT, -1, "refused", &conf, 0.0);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.next_attempt, now + S(1) + conf.retry_min);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +338,8 @@ int main(void)
         cmocka_unit_test(test_responder_key),
         cmocka_unit_test(test_fleet_decide),
         cmocka_unit_test(test_adopt),
+        cmocka_unit_test(test_bound_times),
+        cmocka_unit_test(test_forced_refresh),
     };
     return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <apr_file_io.h>
@@ -121,12 +122,98 @@ static void test_list_skips_junk_and_cleans_temporaries(void **state)
     rs_store_remove(dir, id, pool);
 }
 
+/* Parents created for the store are traversable by the children's user,
+ * whatever the umask; the store itself is private. */
+static void test_prepare_modes(void **state)
+{
+    char tmpl[] = "/tmp/rs-store-prep.XXXXXX";
+    struct stat st;
+    mode_t old = umask(077);
+    (void)state;
+
+    assert_non_null(mkdtemp(tmpl));
+    assert_int_equal(rs_store_prepare(apr_pstrcat(pool, tmpl, "/state/rs", NULL), pool),
+                     APR_SUCCESS);
+    umask(old);
+    assert_int_equal(stat(apr_pstrcat(pool, tmpl, "/state", NULL), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755);
+    assert_int_equal(stat(apr_pstrcat(pool, tmpl, "/state/rs", NULL), &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    /* again: nothing to do */
+    assert_int_equal(rs_store_prepare(apr_pstrcat(pool, tmpl, "/state/rs", NULL), pool),
+                     APR_SUCCESS);
+}
+
+/* A store that is a link, world-writable or someone else's is refused;
+ * one of root's is given to the user without following links. */
+static void test_secure(void **state)
+{
+    char tmpl[] = "/tmp/rs-store-sec.XXXXXX", err[256];
+    const char *d, *link, *victim;
+    struct stat st;
+    unsigned me = (unsigned)geteuid();
+    (void)state;
+
+    assert_non_null(mkdtemp(tmpl));
+    d = apr_pstrcat(pool, tmpl, "/store", NULL);
+    assert_int_equal(rs_store_prepare(d, pool), APR_SUCCESS);
+    assert_int_equal(rs_store_secure(d, 0, me, (unsigned)getegid(), err, sizeof(err)),
+                     APR_SUCCESS);
+
+    chmod(d, 0777);
+    assert_int_not_equal(rs_store_secure(d, 0, me, (unsigned)getegid(), err, sizeof(err)),
+                         APR_SUCCESS);
+    assert_non_null(strstr(err, "world-writable"));
+    chmod(d, 0750);
+    assert_int_equal(rs_store_secure(d, 0, me, (unsigned)getegid(), err, sizeof(err)),
+                     APR_SUCCESS);
+    assert_int_equal(stat(d, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+
+    /* someone else's */
+    assert_int_not_equal(rs_store_secure(d, 0, me + 1, (unsigned)getegid(), err, sizeof(err)),
+                         APR_SUCCESS);
+    assert_non_null(strstr(err, "belongs to uid"));
+
+    /* a link to a directory the attacker wants chowned */
+    victim = apr_pstrcat(pool, tmpl, "/victim", NULL);
+    link = apr_pstrcat(pool, tmpl, "/link", NULL);
+    assert_int_equal(mkdir(victim, 0700), 0);
+    assert_int_equal(symlink(victim, link), 0);
+    assert_int_not_equal(rs_store_secure(link, 1, 65534, 65534, err, sizeof(err)),
+                         APR_SUCCESS);
+    assert_non_null(strstr(err, "symbolic link"));
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_uid, me);
+
+    if (me == 0) {
+        /* root's store goes to the user (nobody) */
+        assert_int_equal(rs_store_secure(d, 1, 65534, 65534, err, sizeof(err)), APR_SUCCESS);
+        assert_int_equal(stat(d, &st), 0);
+        assert_int_equal(st.st_uid, 65534);
+    }
+}
+
+static void test_probe(void **state)
+{
+    apr_array_header_t *ids;
+    (void)state;
+    assert_int_equal(rs_store_probe(dir, pool), APR_SUCCESS);
+    assert_int_equal(rs_store_list(dir, pool, &ids), APR_SUCCESS);
+    assert_int_equal(ids->nelts, 0);
+    assert_int_not_equal(rs_store_probe(apr_pstrcat(pool, dir, "/missing", NULL), pool),
+                         APR_SUCCESS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_and_mode),
         cmocka_unit_test(test_missing_and_oversized),
         cmocka_unit_test(test_list_skips_junk_and_cleans_temporaries),
+        cmocka_unit_test(test_prepare_modes),
+        cmocka_unit_test(test_secure),
+        cmocka_unit_test(test_probe),
     };
     return cmocka_run_group_tests_name("rs_store", tests, setup, teardown);
 }

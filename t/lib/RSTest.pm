@@ -213,6 +213,27 @@ sub graceful {
              20, 0.1) or die "no graceful restart seen\n";
 }
 
+# POST ?refresh=<id>|all to the status page as a script does (curl -X POST,
+# no form body: a form needs this site's Origin). A certificate refreshed
+# less than the retry minimum (1 s in the suite) ago answers 429: asked
+# again until it is taken, for up to 15 s. In list context the status and
+# the body; otherwise the status.
+sub refresh {
+    my ($id, $base) = @_;
+    if (!$base) {
+        require Apache::TestRequest;
+        $base = 'http://' . Apache::TestRequest::hostport();
+    }
+    my ($body, $code);
+    my $end = time + 15;
+    do {
+        my $out = `curl -s -w '\n%{http_code}' --max-time 10 -X POST '$base/rs-status?refresh=$id'`;
+        ($body, $code) = $out =~ /^(.*)\n(\d+)$/s ? ($1, $2) : ('', 0);
+        sleep 0.25 if $code == 429;
+    } while ($code == 429 && time < $end);
+    return wantarray ? ($code, $body) : $code;
+}
+
 # URLs the proxy forwarded
 sub proxied { JSON::PP::decode_json(http_get(proxy_port(), '/_proxy/log')) }
 
