@@ -20,6 +20,20 @@ typedef struct {
     apr_interval_time_t lease;      /* how long a fetcher may hold a certificate */
 } rs_sched_conf_t;
 
+/* How a fetch asked: RFC 5019 GET (CDNs cache it) or POST. */
+typedef enum { RS_METHOD_POST = 0, RS_METHOD_GET, RS_METHOD_COUNT } rs_method_e;
+
+/* What an attempt came to, for the counters (status JSON, metrics). */
+typedef enum {
+    RS_RESULT_OK = 0,          /* a verified response that became the held one */
+    RS_RESULT_TRANSPORT,       /* no HTTP answer: connect, resolve, timeout, size */
+    RS_RESULT_HTTP,            /* an HTTP answer that is not a 200 OCSP response */
+    RS_RESULT_RESPONDER_ERROR, /* OCSPResponseStatus other than successful */
+    RS_RESULT_INVALID,         /* a response that does not verify */
+    RS_RESULT_NOT_NEWER,       /* verified, but not newer than the held one */
+    RS_RESULT_COUNT
+} rs_result_e;
+
 typedef struct {
     apr_time_t next_attempt;     /* 0: as soon as possible (prefetch) */
     apr_time_t last_attempt;
@@ -40,9 +54,22 @@ typedef struct {
      * the schedule had it due. A forced attempt that fails goes back to it
      * and leaves the backoff as it was. 0: not forced. Never persisted. */
     apr_time_t forced_next;
+    /* Since this server started (never persisted: counters reset with a
+     * full restart, as Prometheus counters may): attempts by method and
+     * result, and the method of the last one (-1: none). */
+    apr_int32_t last_method;
+    apr_uint32_t attempts[RS_METHOD_COUNT][RS_RESULT_COUNT];
 } rs_state_t;
 
 void rs_state_init(rs_state_t *st);
+
+/* The counter an attempt goes to: newer says whether a verified response
+ * became the held one. */
+rs_result_e rs_result_of(const rs_ocsp_result_t *res, int newer);
+/* Counts an attempt by method and result. */
+void rs_state_count(rs_state_t *st, rs_method_e method, rs_result_e result);
+const char *rs_method_name(rs_method_e method);
+const char *rs_result_name(rs_result_e result);
 
 /* Take the fetch lease if the certificate is due (or force) and nobody else
  * holds a live lease; 1 if the caller (owner) may fetch now. force: the

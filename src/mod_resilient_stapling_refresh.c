@@ -770,6 +770,8 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
                          jitter());
     }
+    /* only POST today; GET comes with RFC 5019 support */
+    rs_state_count(&st, RS_METHOD_POST, rs_result_of(&res, newest));
     event = alert_transition(&st, now);
     rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);

@@ -12,6 +12,42 @@ void rs_state_init(rs_state_t *st)
     memset(st, 0, sizeof(*st));
     st->last_verdict = -1;
     st->last_resp_status = -1;
+    st->last_method = -1;
+}
+
+rs_result_e rs_result_of(const rs_ocsp_result_t *res, int newer)
+{
+    switch (res->verdict) {
+    case RS_VERDICT_GOOD:
+    case RS_VERDICT_REVOKED:
+        return newer ? RS_RESULT_OK : RS_RESULT_NOT_NEWER;
+    case RS_VERDICT_TRANSPORT:
+        return RS_RESULT_TRANSPORT;
+    case RS_VERDICT_RESPONDER_ERROR:
+        return RS_RESULT_RESPONDER_ERROR;
+    default:
+        return RS_RESULT_INVALID;
+    }
+}
+
+void rs_state_count(rs_state_t *st, rs_method_e method, rs_result_e result)
+{
+    if ((unsigned)method >= RS_METHOD_COUNT || (unsigned)result >= RS_RESULT_COUNT)
+        return;
+    st->last_method = (apr_int32_t)method;
+    st->attempts[method][result]++;
+}
+
+const char *rs_method_name(rs_method_e method)
+{
+    return method == RS_METHOD_GET ? "GET" : method == RS_METHOD_POST ? "POST" : "none";
+}
+
+const char *rs_result_name(rs_result_e result)
+{
+    static const char *const names[RS_RESULT_COUNT] = {
+        "ok", "transport", "http", "responder-error", "invalid", "not-newer"};
+    return (unsigned)result < RS_RESULT_COUNT ? names[result] : "none";
 }
 
 /* Children read the clock at different moments (a scheduler pass reads it

@@ -323,6 +323,36 @@ static void test_forced_refresh(void **state)
     assert_int_equal(st.next_attempt, now + S(1) + conf.retry_min);
 }
 
+/* Every attempt lands in one counter, by method and result. */
+static void test_counters(void **state)
+{
+    rs_state_t st;
+    rs_ocsp_result_t res;
+    (void)state;
+
+    rs_state_init(&st);
+    assert_int_equal(st.last_method, -1);
+    memset(&res, 0, sizeof(res));
+    res.verdict = RS_VERDICT_GOOD;
+    assert_int_equal(rs_result_of(&res, 1), RS_RESULT_OK);
+    assert_int_equal(rs_result_of(&res, 0), RS_RESULT_NOT_NEWER);
+    res.verdict = RS_VERDICT_TRANSPORT;
+    assert_int_equal(rs_result_of(&res, 0), RS_RESULT_TRANSPORT);
+    res.verdict = RS_VERDICT_RESPONDER_ERROR;
+    assert_int_equal(rs_result_of(&res, 0), RS_RESULT_RESPONDER_ERROR);
+    res.verdict = RS_VERDICT_BAD_SIGNATURE;
+    assert_int_equal(rs_result_of(&res, 0), RS_RESULT_INVALID);
+    rs_state_count(&st, RS_METHOD_GET, RS_RESULT_INVALID);
+    rs_state_count(&st, RS_METHOD_POST, RS_RESULT_OK);
+    rs_state_count(&st, RS_METHOD_POST, RS_RESULT_OK);
+    rs_state_count(&st, RS_METHOD_COUNT, RS_RESULT_OK); /* ignored */
+    assert_int_equal(st.attempts[RS_METHOD_GET][RS_RESULT_INVALID], 1);
+    assert_int_equal(st.attempts[RS_METHOD_POST][RS_RESULT_OK], 2);
+    assert_int_equal(st.last_method, RS_METHOD_POST);
+    assert_string_equal(rs_result_name(RS_RESULT_NOT_NEWER), "not-newer");
+    assert_string_equal(rs_method_name(RS_METHOD_GET), "GET");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_adopt),
         cmocka_unit_test(test_bound_times),
         cmocka_unit_test(test_forced_refresh),
+        cmocka_unit_test(test_counters),
     };
     return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
 }
