@@ -218,7 +218,9 @@ static apr_status_t call(rs_registry_t *reg, server_rec *s, rs_fleet_io_op_e op,
     key_of(key, kind, e);
     rv = rs_fleet_io_call(reg->fleet_child->io, op, key, sizeof(key), value, len, cap, expiry,
                           FLEET_CALL_BOUND);
-    if (rv == APR_SUCCESS || rv == APR_NOTFOUND || rv == APR_EOF || op == RS_FLEET_IO_REMOVE)
+    /* apr_memcache stores with APR_NOTFOUND when it has no live server */
+    if (rv == APR_SUCCESS || rv == APR_EOF || op == RS_FLEET_IO_REMOVE
+        || (rv == APR_NOTFOUND && op == RS_FLEET_IO_GET))
         return rv;
     if (rv == APR_ENOMEM)
         return APR_ENOSPC; /* a record too large: bad content, the cache works */
