@@ -49,7 +49,12 @@ END {
         system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'stop');
         # a child stuck on a frozen cache ignores the stop (the bug this file is about)
         RSTest::wait_for(sub { !-f "$root/logs/httpd.pid" }, 10, 0.1);
-        system('pkill', '-KILL', '-f', "$root/httpd.conf") if -f "$root/logs/httpd.pid";
+        if (-f "$root/logs/httpd.pid") {
+            my $pid = RSTest::slurp("$root/logs/httpd.pid");
+            chomp $pid;
+            kill 'KILL', children(), $pid;
+            unlink "$root/logs/httpd.pid";
+        }
     }
 }
 
