@@ -79,6 +79,8 @@ typedef struct {
 typedef struct {
     apr_uint32_t version;            /* bumped when its stored response changes */
     apr_uint32_t present;            /* st was written */
+    apr_uint32_t fleet_bad[2];       /* digest of the bad fleet response [0] / lease [1]
+                                        last logged (rs_fleet_note_bad); atomic */
     rs_state_t st;
     apr_time_t forced_at;            /* last refresh an admin asked for; mutex */
 } rs_shared_entry_t;
@@ -87,7 +89,7 @@ typedef struct {
     apr_uint32_t generation;         /* bumped with any version */
     apr_uint32_t fleet_down;         /* the fleet cache failed; atomic, logged once */
     apr_uint32_t fleet_seen;         /* fleet generation scanned last; atomic */
-    apr_uint32_t unused;
+    apr_uint32_t fleet_bogus_lease;  /* a lease that is not plausible was logged; atomic */
     apr_time_t fleet_back_at;        /* when it was found back; mutex */
     apr_time_t fleet_next_audit;     /* when the next full comparison is due; mutex */
     apr_uint32_t store_failing;      /* the last store write or probe failed; mutex */
@@ -110,6 +112,7 @@ typedef struct {
     const ap_socache_provider_t *fleet;  /* memcache/redis shared by a fleet, or NULL */
     ap_socache_instance_t *fleet_inst;
     const char *fleet_desc;
+    struct rs_fleet_t *fleet_child;  /* this child's side of it (set in the child) */
     apr_global_mutex_t *mutex;
     apr_shm_t *shm;
     rs_shared_t *shared;
@@ -179,35 +182,43 @@ int rs_store_health(rs_registry_t *reg, char *err, apr_size_t errlen);
 
 /* mod_resilient_stapling_fleet.c: the cache a fleet of servers shares
  * (memcache, redis). Never called with the global mutex held, never from
- * the parent (connections would be inherited by every child). A failing
- * call marks the fleet cache down for this child (logged once per server);
- * rs_fleet_get returns APR_NOTFOUND for a missing record. */
+ * the parent (connections would be inherited by every child). Every call
+ * returns within 1.5 s whatever the cache does (rs_fleet_io.h). A failing or
+ * unanswered call marks the fleet cache down for this child (logged once
+ * per server), and calls fail at once while it is down (except the
+ * probe); rs_fleet_get returns APR_NOTFOUND for a missing record and
+ * APR_ENOSPC for one larger than cap (bad content, the cache works). */
+typedef struct rs_fleet_t rs_fleet_t;
 int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
                     apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+/* In the child, before any of its threads calls the cache. */
+void rs_fleet_child_init(rs_registry_t *reg, server_rec *s);
+/* The child exits: calls fail at once (APR_EOF), none is waited for. */
+void rs_fleet_stop(rs_registry_t *reg);
 int rs_fleet_down(rs_registry_t *reg);        /* for this child: do not call it */
 int rs_fleet_server_down(rs_registry_t *reg); /* as logged for the server */
 apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          unsigned char *buf, apr_size_t cap, apr_size_t *plen, apr_pool_t *p);
+                          unsigned char *buf, apr_size_t cap, apr_size_t *plen);
 apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          const unsigned char *data, apr_size_t len, apr_time_t expiry,
-                          apr_pool_t *p);
-void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                     apr_pool_t *p);
+                          const unsigned char *data, apr_size_t len, apr_time_t expiry);
+void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e);
 /* The fleet's generation: 0 if none; a new one after a response changed. */
-apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen,
-                                 apr_pool_t *p);
-void rs_fleet_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
+apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen);
+void rs_fleet_bump(rs_registry_t *reg, server_rec *s);
 /* Is a fleet cache that failed usable again? A write read back. */
-apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s, apr_pool_t *p);
-/* Called by the scheduler: a call in flight that made no progress for a
- * while means the cache hangs (memcached never times out a read). */
-void rs_fleet_watch(rs_registry_t *reg, server_rec *s, apr_time_t now);
+apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s);
 /* 1 if this child should probe the fleet cache it found down (every 5 s,
  * never while a call of this child still hangs). */
 int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now);
 /* A probe worked: this child calls the cache again; the first child of the
  * server to get here logs it (RS0602) and has everything compared. */
 void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
+/* A bad record (kind RS_KEY_RESPONSE or RS_KEY_LEASE) of e in the fleet
+ * cache, by digest: 1 if the server has not logged this one yet, so that it
+ * is logged once per key and change, not at every read. */
+int rs_fleet_note_bad(rs_registry_t *reg, const rs_entry_t *e, char kind, apr_uint32_t digest);
+/* 1 the first time a lease that is not plausible is found on this server. */
+int rs_fleet_note_bogus_lease(rs_registry_t *reg);
 
 /* mod_resilient_stapling.c: a pool for the module's own threads (the
  * refresher, its workers, the notifier), below pchild but with an allocator

@@ -25,6 +25,24 @@
  * stalled). */
 #define RS_LEASE_LATE apr_time_from_msec(100)
 
+/* How far a peer's clock may run ahead before its leases are taken for
+ * bogus (NTP keeps a fleet within milliseconds). */
+#define RS_LEASE_CLOCK_SLACK apr_time_from_sec(2)
+
+/* memcached and Redis (as used through ap_socache) have no
+ * authentication, and a peer's clock may be an hour off: a lease is only
+ * believed while it ends no later than a lease written now could
+ * (now + hold). Anything else would stop the whole fleet from fetching
+ * until a date someone else chose. */
+int rs_fleet_lease_plausible(apr_time_t until, apr_time_t now, apr_interval_time_t hold);
+
+/* Until when a server holds the lease after its fetch failed: at most a
+ * lease's length, not until its own next retry (which may be an hour
+ * away): a failure that is the server's own (its network, its crash) must
+ * not hold the fleet back longer than that. */
+apr_time_t rs_fleet_lease_after_failure(apr_time_t now, apr_time_t retry_at,
+                                        apr_interval_time_t hold);
+
 typedef struct {
     void *baton;
     /* The fleet's response for the certificate: APR_SUCCESS with *res
@@ -57,13 +75,16 @@ typedef struct {
     rs_ocsp_result_t res;
     apr_interval_time_t gap;        /* measured read-to-write time; 0 if nothing written */
     apr_interval_time_t late;       /* the bound it was held to */
+    apr_time_t bogus_until;         /* a lease found and ignored (not plausible), or 0 */
 } rs_fleet_lease_t;
 
 /* Take the fleet's response (RS_FLEET_ADOPT), wait for another server
  * (RS_FLEET_WAIT; also after a late write: out->gap > out->late, and when
  * the child stops while settling: its lease removed, wait_until now), or fetch
  * (RS_FLEET_FETCH; also whenever the cache fails: the server fends for
- * itself). */
+ * itself). A lease that is not plausible is nobody's (out->bogus_until). A
+ * refresh an operator asked for (rs_state_t.refresh_asked) writes the lease
+ * and fetches without waiting for anyone's. */
 void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t *conf,
                          const rs_fleet_lease_args_t *args, rs_fleet_lease_t *out);
 

@@ -35,6 +35,11 @@ void rs_lease_encode(apr_uint64_t owner, apr_time_t until, unsigned char out[RS_
 apr_status_t rs_lease_decode(const unsigned char *in, apr_size_t len, apr_uint64_t *owner,
                              apr_time_t *until);
 
+/* A short digest of a record (FNV-1a), so that a bad one in the fleet
+ * cache is logged once per key and change, not at every read. Never 0: 0
+ * is "nothing logged yet". */
+apr_uint32_t rs_record_digest(char kind, const unsigned char *data, apr_size_t len);
+
 void rs_u64_encode(apr_uint64_t v, unsigned char out[8]);
 apr_uint64_t rs_u64_decode(const unsigned char in[8]);
 

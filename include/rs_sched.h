@@ -59,6 +59,8 @@ typedef struct {
      * result, and the method of the last one (-1: none). */
     apr_int32_t last_method;
     apr_uint32_t attempts[RS_METHOD_COUNT][RS_RESULT_COUNT];
+    apr_uint32_t refresh_asked;  /* an operator asked for a fetch now (status page);
+                                    until the next attempt; not stored on disk */
 } rs_state_t;
 
 void rs_state_init(rs_state_t *st);
@@ -92,6 +94,10 @@ int rs_state_bound(rs_state_t *st, apr_time_t now, const rs_sched_conf_t *conf);
 int rs_state_force(rs_state_t *st, apr_time_t now, apr_time_t *forced_at,
                    apr_interval_time_t min_interval);
 
+/* A fetch now, asked for by an operator (POST refresh): due at once, and
+ * a fleet lease of another server does not hold it back (that server may
+ * be the one whose view is wrong). */
+void rs_state_request_refresh(rs_state_t *st);
 /* Give the lease back without an attempt (the fleet answered instead);
  * only the owner's own lease. */
 void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner);
@@ -117,7 +123,8 @@ void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adop
  * take it; this server's is no longer due, or another server holds a live
  * lease, so wait; or fetch. */
 typedef enum { RS_FLEET_FETCH, RS_FLEET_ADOPT, RS_FLEET_WAIT } rs_fleet_action_e;
-/* fleet: the verified response found in the fleet's cache, or NULL;
+/* A requested refresh (st->refresh_asked) always fetches.
+ * fleet: the verified response found in the fleet's cache, or NULL;
  * lease_owner 0 if there is no lease. For RS_FLEET_WAIT, *wait_until is
  * when to look again. */
 rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,

@@ -9,7 +9,9 @@
  *
  * The providers log their own errors (one line per failed call); this file
  * logs the change of state once per server and stops calling a cache that
- * is down, except for one probe per FLEET_PROBE.
+ * is down, except for one probe per FLEET_PROBE. Every call goes through
+ * this child's fleet I/O thread and is bounded (rs_fleet_io.h): a frozen
+ * cache is a cache that is down, and a child never waits for it to exit.
  */
 #include <apr_atomic.h>
 #include <apr_strings.h>
@@ -18,6 +20,8 @@
 #include <ap_provider.h>
 
 #include "mod_resilient_stapling.h"
+#include "rs_fleet_io.h"
+#include "rs_ocsp.h"
 #include "rs_record.h"
 
 APLOG_USE_MODULE(resilient_stapling);
@@ -27,18 +31,21 @@ APLOG_USE_MODULE(resilient_stapling);
 #define MAX_EXPIRY apr_time_from_sec(29 * 86400)
 /* How often a child tries a fleet cache that is down. */
 #define FLEET_PROBE apr_time_from_sec(5)
-/* A call with no progress for this long: the cache hangs. memcached
- * answers locally in well under a millisecond. */
-#define FLEET_STALL apr_time_from_sec(2)
+/* The most any thread waits for one fleet call, its turn included.
+ * memcached answers locally in well under a millisecond, a distant Redis in
+ * a few; the README promises a frozen cache is noticed within 2 s. */
+#define FLEET_CALL_BOUND apr_time_from_msec(1500)
 /* apr_memcache and apr_redis retry a dead server after 5 s, per process. */
 #define FLEET_BACK_GRACE apr_time_from_sec(10)
 
-/* Per child: calls in flight and finished, for rs_fleet_watch; whether
- * this child has found the cache failing, and when to try it again. */
-static apr_uint32_t calls_in_flight, calls_done;
-static apr_uint32_t child_down, next_probe_sec;
-static apr_uint32_t watched_done;
-static apr_time_t progress_at, watched_at;
+/* This child's side of the fleet cache. */
+struct rs_fleet_t {
+    rs_registry_t *reg;
+    server_rec *s;
+    rs_fleet_io_t *io;
+    apr_uint32_t down;           /* this child found the cache failing; atomic */
+    apr_uint32_t next_probe_sec; /* when to try it again; atomic */
+};
 
 int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
                     apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
@@ -50,6 +57,69 @@ int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
                            &reg->fleet_desc, pconf, ptemp, s);
 }
 
+/* Runs on the fleet I/O thread, the only thread that calls the provider. */
+static apr_status_t io_call(void *baton, rs_fleet_io_call_t *c, apr_pool_t *p)
+{
+    rs_fleet_t *f = baton;
+    const ap_socache_provider_t *fleet = f->reg->fleet;
+    ap_socache_instance_t *inst = f->reg->fleet_inst;
+    apr_status_t rv = APR_EGENERAL;
+    unsigned int len;
+    int attempt;
+
+    if (c->op == RS_FLEET_IO_REMOVE) {
+        /* a missing key is an error for memcache: nothing to mark down for */
+        fleet->remove(inst, f->s, c->key, (unsigned int)c->key_len, p);
+        return APR_SUCCESS;
+    }
+    /* a pooled connection the cache server closed fails once; the provider
+     * drops it and the retry connects anew */
+    for (attempt = 0; attempt < 2; attempt++) {
+        if (c->op == RS_FLEET_IO_GET) {
+            len = (unsigned int)c->cap;
+            rv = fleet->retrieve(inst, f->s, c->key, (unsigned int)c->key_len, c->data, &len,
+                                 p);
+            c->len = len;
+            /* ENOMEM: the value is larger than the buffer (both providers) */
+            if (rv == APR_SUCCESS || rv == APR_NOTFOUND || rv == APR_ENOMEM)
+                return rv;
+        }
+        else {
+            rv = fleet->store(inst, f->s, c->key, (unsigned int)c->key_len, c->expiry, c->data,
+                              (unsigned int)c->len, p);
+            if (rv == APR_SUCCESS)
+                return rv;
+        }
+    }
+    return rv;
+}
+
+void rs_fleet_child_init(rs_registry_t *reg, server_rec *s)
+{
+    rs_fleet_t *f = apr_pcalloc(reg->pool, sizeof(*f));
+    apr_status_t rv;
+
+    f->reg = reg;
+    f->s = s;
+    /* a child that cannot call the cache boundedly does not call it */
+    f->down = 1;
+    f->next_probe_sec = 0xffffffffu;
+    rv = rs_fleet_io_start(&f->io, io_call, f, RS_MAX_RESPONSE_LEN);
+    if (rv != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "RS0609: cannot start the fleet cache thread: this child fetches for "
+                     "itself");
+    else
+        f->down = 0;
+    reg->fleet_child = f;
+}
+
+void rs_fleet_stop(rs_registry_t *reg)
+{
+    if (reg->fleet_child && reg->fleet_child->io)
+        rs_fleet_io_stop(reg->fleet_child->io);
+}
+
 /* Whether a child calls the cache is decided per child: the client
  * libraries keep a dead server's state per process (and look again only
  * every 5 s), so one child may reach the cache while another cannot yet.
@@ -57,8 +127,7 @@ int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
  * RS0601, the first to get through again RS0602. */
 int rs_fleet_down(rs_registry_t *reg)
 {
-    (void)reg;
-    return apr_atomic_read32(&child_down) != 0;
+    return !reg->fleet_child || apr_atomic_read32(&reg->fleet_child->down) != 0;
 }
 
 int rs_fleet_server_down(rs_registry_t *reg)
@@ -68,12 +137,13 @@ int rs_fleet_server_down(rs_registry_t *reg)
 
 static void mark_down(rs_registry_t *reg, server_rec *s, apr_status_t rv, const char *what)
 {
+    rs_fleet_t *f = reg->fleet_child;
     apr_time_t now = apr_time_now();
     int fresh = 0;
 
-    if (apr_atomic_cas32(&child_down, 1, 0) != 0)
+    if (apr_atomic_cas32(&f->down, 1, 0) != 0)
         return;
-    apr_atomic_set32(&next_probe_sec, (apr_uint32_t)apr_time_sec(now + FLEET_PROBE));
+    apr_atomic_set32(&f->next_probe_sec, (apr_uint32_t)apr_time_sec(now + FLEET_PROBE));
     /* right after another child found it back, this child's library may
      * not have looked again yet: not a change of the server's state */
     if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
@@ -89,7 +159,7 @@ static void mark_down(rs_registry_t *reg, server_rec *s, apr_status_t rv, const 
 
 void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
 {
-    apr_atomic_set32(&child_down, 0);
+    apr_atomic_set32(&reg->fleet_child->down, 0);
     if (apr_atomic_cas32(&reg->shared->fleet_down, 0, 1) != 1)
         return;
     if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
@@ -105,30 +175,28 @@ void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
 
 int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now)
 {
-    apr_uint32_t at = apr_atomic_read32(&next_probe_sec);
-    (void)reg;
-    /* never while a call of this child hangs: the probe would hang too */
-    if (apr_atomic_read32(&calls_in_flight) != 0 || (apr_uint32_t)apr_time_sec(now) < at)
+    rs_fleet_t *f = reg->fleet_child;
+    apr_uint32_t at;
+
+    /* never while a call of this child hangs: the probe would fail at once */
+    if (!f || !f->io || rs_fleet_io_hung(f->io))
         return 0;
-    return apr_atomic_cas32(&next_probe_sec, (apr_uint32_t)apr_time_sec(now + FLEET_PROBE), at)
+    at = apr_atomic_read32(&f->next_probe_sec);
+    if ((apr_uint32_t)apr_time_sec(now) < at)
+        return 0;
+    return apr_atomic_cas32(&f->next_probe_sec, (apr_uint32_t)apr_time_sec(now + FLEET_PROBE), at)
            == at;
 }
 
-void rs_fleet_watch(rs_registry_t *reg, server_rec *s, apr_time_t now)
+int rs_fleet_note_bad(rs_registry_t *reg, const rs_entry_t *e, char kind, apr_uint32_t digest)
 {
-    apr_uint32_t done = apr_atomic_read32(&calls_done);
-    apr_time_t last = watched_at;
-    watched_at = now;
-    /* after a gap in the watch itself (a starved scheduler thread) nobody
-     * knows how long the call in flight has waited: count from now */
-    if (done != watched_done || !apr_atomic_read32(&calls_in_flight)
-        || now - last > FLEET_STALL / 2) {
-        watched_done = done;
-        progress_at = now;
-        return;
-    }
-    if (now - progress_at > FLEET_STALL)
-        mark_down(reg, s, APR_TIMEUP, "no answer within 2 s");
+    apr_uint32_t *seen = &reg->shared->entry[e->index].fleet_bad[kind == RS_KEY_LEASE];
+    return apr_atomic_xchg32(seen, digest) != digest;
+}
+
+int rs_fleet_note_bogus_lease(rs_registry_t *reg)
+{
+    return apr_atomic_xchg32(&reg->shared->fleet_bogus_lease, 1) == 0;
 }
 
 static void key_of(unsigned char key[RS_KEY_LEN], char kind, const rs_entry_t *e)
@@ -137,77 +205,63 @@ static void key_of(unsigned char key[RS_KEY_LEN], char kind, const rs_entry_t *e
     rs_record_key(key, kind, e ? e->cert->id : zeros);
 }
 
-apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          unsigned char *buf, apr_size_t cap, apr_size_t *plen, apr_pool_t *p)
+/* One bounded call; a failure (timeout included) marks the cache down. */
+static apr_status_t call(rs_registry_t *reg, server_rec *s, rs_fleet_io_op_e op, char kind,
+                         const rs_entry_t *e, unsigned char *value, apr_size_t *len,
+                         apr_size_t cap, apr_time_t expiry)
 {
     unsigned char key[RS_KEY_LEN];
-    unsigned int len = (unsigned int)cap;
     apr_status_t rv;
 
+    if (rs_fleet_down(reg) && kind != RS_KEY_PROBE)
+        return APR_ECONNREFUSED;
     key_of(key, kind, e);
-    apr_atomic_inc32(&calls_in_flight);
-    rv = reg->fleet->retrieve(reg->fleet_inst, s, key, RS_KEY_LEN, buf, &len, p);
-    if (rv != APR_SUCCESS && rv != APR_NOTFOUND) {
-        /* a pooled connection the cache server closed fails once; the
-         * provider drops it and the retry connects anew */
-        len = (unsigned int)cap;
-        rv = reg->fleet->retrieve(reg->fleet_inst, s, key, RS_KEY_LEN, buf, &len, p);
-    }
-    apr_atomic_dec32(&calls_in_flight);
-    apr_atomic_inc32(&calls_done);
-    *plen = len;
-    if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
-        mark_down(reg, s, rv, "read failed");
+    rv = rs_fleet_io_call(reg->fleet_child->io, op, key, sizeof(key), value, len, cap, expiry,
+                          FLEET_CALL_BOUND);
+    /* apr_memcache stores with APR_NOTFOUND when it has no live server */
+    if (rv == APR_SUCCESS || rv == APR_EOF || op == RS_FLEET_IO_REMOVE
+        || (rv == APR_NOTFOUND && op == RS_FLEET_IO_GET))
+        return rv;
+    if (rv == APR_ENOMEM)
+        return APR_ENOSPC; /* a record too large: bad content, the cache works */
+    mark_down(reg, s, rv, rv == APR_TIMEUP ? "no answer within 1.5 s"
+                          : op == RS_FLEET_IO_GET ? "read failed" : "write failed");
     return rv;
 }
 
-apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          const unsigned char *data, apr_size_t len, apr_time_t expiry,
-                          apr_pool_t *p)
+apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+                          unsigned char *buf, apr_size_t cap, apr_size_t *plen)
 {
-    unsigned char key[RS_KEY_LEN];
-    apr_status_t rv;
+    *plen = 0;
+    return call(reg, s, RS_FLEET_IO_GET, kind, e, buf, plen, cap, 0);
+}
 
-    key_of(key, kind, e);
+apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+                          const unsigned char *data, apr_size_t len, apr_time_t expiry)
+{
     /* memcache wants at least a second: a record about to expire is not worth it */
     if (expiry - apr_time_now() < apr_time_from_sec(2))
         return APR_EINVAL;
     /* memcached reads more than 30 days as an absolute time (in 1970) */
     if (expiry - apr_time_now() > MAX_EXPIRY)
         expiry = apr_time_now() + MAX_EXPIRY;
-    apr_atomic_inc32(&calls_in_flight);
-    rv = reg->fleet->store(reg->fleet_inst, s, key, RS_KEY_LEN, expiry, (unsigned char *)data,
-                           (unsigned int)len, p);
-    if (rv != APR_SUCCESS) /* see rs_fleet_get */
-        rv = reg->fleet->store(reg->fleet_inst, s, key, RS_KEY_LEN, expiry,
-                               (unsigned char *)data, (unsigned int)len, p);
-    apr_atomic_dec32(&calls_in_flight);
-    apr_atomic_inc32(&calls_done);
-    if (rv != APR_SUCCESS)
-        mark_down(reg, s, rv, "write failed");
-    return rv;
+    return call(reg, s, RS_FLEET_IO_PUT, kind, e, (unsigned char *)data, &len, 0, expiry);
 }
 
-void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                     apr_pool_t *p)
+void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e)
 {
-    unsigned char key[RS_KEY_LEN];
-    key_of(key, kind, e);
-    apr_atomic_inc32(&calls_in_flight);
-    /* a missing key is an error for memcache: nothing to mark down for */
-    reg->fleet->remove(reg->fleet_inst, s, key, RS_KEY_LEN, p);
-    apr_atomic_dec32(&calls_in_flight);
-    apr_atomic_inc32(&calls_done);
+    apr_size_t len = 0;
+    call(reg, s, RS_FLEET_IO_REMOVE, kind, e, NULL, &len, 0, 0);
 }
 
-apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen,
-                                 apr_pool_t *p)
+apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen)
 {
     unsigned char buf[8];
     apr_size_t len;
-    apr_status_t rv = rs_fleet_get(reg, s, RS_KEY_GENERATION, NULL, buf, sizeof(buf), &len, p);
+    apr_status_t rv = rs_fleet_get(reg, s, RS_KEY_GENERATION, NULL, buf, sizeof(buf), &len);
     *gen = 0;
-    if (rv == APR_NOTFOUND)
+    /* none, or garbage (too large, wrong size): no generation to follow */
+    if (rv == APR_NOTFOUND || rv == APR_ENOSPC)
         return APR_SUCCESS;
     if (rv != APR_SUCCESS)
         return rv;
@@ -216,7 +270,7 @@ apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t
     return APR_SUCCESS;
 }
 
-apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s)
 {
     unsigned char token[8], back[8];
     apr_size_t len;
@@ -226,18 +280,18 @@ apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
      * empty one. */
     apr_generate_random_bytes(token, sizeof(token));
     rv = rs_fleet_put(reg, s, RS_KEY_PROBE, NULL, token, sizeof(token),
-                      apr_time_now() + apr_time_from_sec(10), p);
+                      apr_time_now() + apr_time_from_sec(10));
     if (rv == APR_SUCCESS)
-        rv = rs_fleet_get(reg, s, RS_KEY_PROBE, NULL, back, sizeof(back), &len, p);
+        rv = rs_fleet_get(reg, s, RS_KEY_PROBE, NULL, back, sizeof(back), &len);
     if (rv == APR_SUCCESS && (len != sizeof(back) || memcmp(token, back, len) != 0))
         rv = APR_EGENERAL;
     return rv;
 }
 
-void rs_fleet_bump(rs_registry_t *reg, server_rec *s, apr_pool_t *p)
+void rs_fleet_bump(rs_registry_t *reg, server_rec *s)
 {
     unsigned char token[8];
     apr_generate_random_bytes(token, sizeof(token));
     rs_fleet_put(reg, s, RS_KEY_GENERATION, NULL, token, sizeof(token),
-                 apr_time_now() + GENERATION_TTL, p);
+                 apr_time_now() + GENERATION_TTL);
 }

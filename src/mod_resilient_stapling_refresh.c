@@ -128,6 +128,14 @@ static int offer(rs_entry_t *e, const unsigned char *der, apr_size_t len,
 /* A response read from a cache is verified like one from the network: the
  * cache may be memcached or Redis, trusted no more than the network. code,
  * kind and desc name the cache in the log line when it is not valid. */
+static void log_invalid(refresher_t *r, rs_entry_t *e, const char *code, const char *kind,
+                        const char *desc, const rs_ocsp_result_t *res)
+{
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                 "%s: response for %s in the %s cache %s is not valid (%s: %s), ignored", code,
+                 e->cert->subject, kind, desc, rs_verdict_name(res->verdict), res->detail);
+}
+
 static int verify_cached(refresher_t *r, rs_entry_t *e, const unsigned char *der,
                          apr_size_t len, apr_time_t now, const char *code, const char *kind,
                          const char *desc, rs_ocsp_result_t *res)
@@ -135,9 +143,7 @@ static int verify_cached(refresher_t *r, rs_entry_t *e, const unsigned char *der
     rs_ocsp_check(e->cert, der, len, now, r->reg->skew, res);
     if (rs_verdict_is_valid(res->verdict))
         return 1;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
-                 "%s: response for %s in the %s cache %s is not valid (%s: %s), ignored", code,
-                 e->cert->subject, kind, desc, rs_verdict_name(res->verdict), res->detail);
+    log_invalid(r, e, code, kind, desc, res);
     return 0;
 }
 
@@ -404,35 +410,58 @@ static apr_time_t wait_for_fleet(refresher_t *r, rs_entry_t *e, int slot, apr_ti
     return until;
 }
 
-/* The fleet's response for e, read into buf (RS_MAX_RESPONSE_LEN):
- * APR_SUCCESS and *res when it verifies, APR_NOTFOUND when it is missing
- * or does not verify (RS0604), anything else when the cache failed. */
+/* A record of e in the fleet cache that is not what its key says (kind
+ * RS_KEY_RESPONSE or RS_KEY_LEASE): 1 if it is to be logged, once per key
+ * and change: anyone can write to memcached, and a bad record stays there
+ * while every server reads it at every scan. digest 0: the record is good
+ * again. */
+static int fleet_bad(refresher_t *r, rs_entry_t *e, char kind, const unsigned char *data,
+                     apr_size_t len, int valid)
+{
+    return rs_fleet_note_bad(r->reg, e, kind, valid ? 0 : rs_record_digest(kind, data, len))
+           && !valid;
+}
+
+/* The fleet's response for e, read into buf (RS_MAX_RESPONSE_LEN; a larger
+ * record is not even copied): APR_SUCCESS and *res when it verifies,
+ * APR_NOTFOUND when it is missing, too large (RS0608) or does not verify
+ * (RS0604), anything else when the cache failed. */
 static apr_status_t fleet_response(refresher_t *r, rs_entry_t *e, unsigned char *buf,
-                                   apr_size_t *len, apr_time_t now, rs_ocsp_result_t *res,
-                                   apr_pool_t *p)
+                                   apr_size_t *len, apr_time_t now, rs_ocsp_result_t *res)
 {
     apr_status_t rv = rs_fleet_get(r->reg, r->s, RS_KEY_RESPONSE, e, buf, RS_MAX_RESPONSE_LEN,
-                                   len, p);
+                                   len);
+    int valid;
+
+    if (rv == APR_ENOSPC) {
+        if (fleet_bad(r, e, RS_KEY_RESPONSE, NULL, 0, 0))
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                         "RS0608: the fleet cache %s holds more than %d KiB under the response "
+                         "key of %s: ignored (and replaced)", r->reg->fleet_desc,
+                         RS_MAX_RESPONSE_LEN / 1024, e->cert->subject);
+        return APR_NOTFOUND;
+    }
     if (rv != APR_SUCCESS)
         return rv;
-    return verify_cached(r, e, buf, *len, now, "RS0604", "fleet", r->reg->fleet_desc, res)
-               ? APR_SUCCESS
-               : APR_NOTFOUND;
+    rs_ocsp_check(e->cert, buf, *len, now, r->reg->skew, res);
+    valid = rs_verdict_is_valid(res->verdict);
+    if (fleet_bad(r, e, RS_KEY_RESPONSE, buf, *len, valid))
+        log_invalid(r, e, "RS0604", "fleet", r->reg->fleet_desc, res);
+    return valid ? APR_SUCCESS : APR_NOTFOUND;
 }
 
 static apr_status_t fleet_put_lease(refresher_t *r, rs_entry_t *e, apr_uint64_t owner,
-                                    apr_time_t until, apr_pool_t *p)
+                                    apr_time_t until)
 {
     unsigned char lease[RS_LEASE_WIRE_LEN];
     rs_lease_encode(owner, until, lease);
-    return rs_fleet_put(r->reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), until, p);
+    return rs_fleet_put(r->reg, r->s, RS_KEY_LEASE, e, lease, sizeof(lease), until);
 }
 
 /* rs_fleet_lease_take's view of the fleet cache, for one certificate */
 typedef struct {
     refresher_t *r;
     rs_entry_t *e;
-    apr_pool_t *p;
     unsigned char *buf;       /* the last response read, RS_MAX_RESPONSE_LEN */
     apr_size_t len;
 } lease_baton_t;
@@ -440,7 +469,7 @@ typedef struct {
 static apr_status_t lease_response(void *baton, apr_time_t now, rs_ocsp_result_t *res)
 {
     lease_baton_t *b = baton;
-    return fleet_response(b->r, b->e, b->buf, &b->len, now, res, b->p);
+    return fleet_response(b->r, b->e, b->buf, &b->len, now, res);
 }
 
 static apr_status_t lease_get(void *baton, apr_uint64_t *owner, apr_time_t *until)
@@ -449,24 +478,31 @@ static apr_status_t lease_get(void *baton, apr_uint64_t *owner, apr_time_t *unti
     unsigned char lease[RS_LEASE_WIRE_LEN];
     apr_size_t len;
     apr_status_t rv = rs_fleet_get(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, lease,
-                                   sizeof(lease), &len, b->p);
-    if (rv != APR_SUCCESS)
+                                   sizeof(lease), &len);
+    int valid;
+
+    if (rv != APR_SUCCESS && rv != APR_ENOSPC)
         return rv;
     /* garbage in the shared cache is nobody's lease */
-    return rs_lease_decode(lease, len, owner, until) == APR_SUCCESS ? APR_SUCCESS
-                                                                     : APR_NOTFOUND;
+    valid = rv == APR_SUCCESS && rs_lease_decode(lease, len, owner, until) == APR_SUCCESS;
+    if (fleet_bad(b->r, b->e, RS_KEY_LEASE, lease, rv == APR_SUCCESS ? len : 0, valid))
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, b->r->s,
+                     "RS0608: the fleet cache %s holds a record under the lease key of %s that "
+                     "is not a lease (%s): taken for no lease", b->r->reg->fleet_desc,
+                     b->e->cert->subject, rv == APR_ENOSPC ? "too large" : "garbage");
+    return valid ? APR_SUCCESS : APR_NOTFOUND;
 }
 
 static apr_status_t lease_put(void *baton, apr_uint64_t owner, apr_time_t until)
 {
     lease_baton_t *b = baton;
-    return fleet_put_lease(b->r, b->e, owner, until, b->p);
+    return fleet_put_lease(b->r, b->e, owner, until);
 }
 
 static void lease_remove(void *baton)
 {
     lease_baton_t *b = baton;
-    rs_fleet_remove(b->r->reg, b->r->s, RS_KEY_LEASE, b->e, b->p);
+    rs_fleet_remove(b->r->reg, b->r->s, RS_KEY_LEASE, b->e);
 }
 
 static void lease_state(void *baton, rs_state_t *st)
@@ -503,7 +539,7 @@ static int lease_sleep(void *baton, apr_interval_time_t t)
 static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int slot,
                                             apr_time_t *until, apr_pool_t *p)
 {
-    lease_baton_t b = { r, e, p, apr_palloc(p, RS_MAX_RESPONSE_LEN), 0 };
+    lease_baton_t b = { r, e, apr_palloc(p, RS_MAX_RESPONSE_LEN), 0 };
     const rs_fleet_lease_ops_t ops = {
         .baton = &b, .response = lease_response, .lease_get = lease_get, .lease_put = lease_put,
         .lease_remove = lease_remove, .state = lease_state, .now = lease_now,
@@ -527,6 +563,12 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
                                          + (out.gap < LEASE_GAP_MAX ? out.gap : LEASE_GAP_MAX))
                                         / 4));
 
+    if (out.bogus_until && rs_fleet_note_bogus_lease(r->reg))
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
+                     "RS0607: the fleet lease for %s runs until %s, beyond what any server may "
+                     "hold it (%ld s): planted in the cache, or written by a server whose clock "
+                     "is ahead; ignored (logged once per server)", e->cert->subject,
+                     fmt_time(p, out.bogus_until), (long)apr_time_sec(args.hold));
     if (out.action == RS_FLEET_ADOPT) {
         adopt(r, e, b.buf, b.len, &out.res, slot, apr_time_now(), until, p);
         return RS_FLEET_ADOPT;
@@ -545,25 +587,27 @@ static rs_fleet_action_e fleet_before_fetch(refresher_t *r, rs_entry_t *e, int s
 
 /* After this server fetched: a new response is published (response, then
  * generation, then the lease is dropped); after a failure the lease is
- * kept until this server's next retry, so the fleet backs off as one. */
+ * kept a lease's length at most (rs_fleet_lease_after_failure), so the
+ * fleet does not rush a responder that just failed, yet is not held back
+ * by a failure that may be this server's alone. */
 static void fleet_after_fetch(refresher_t *r, rs_entry_t *e, int published,
                               const unsigned char *der, apr_size_t len, apr_time_t next_update,
-                              int failed, apr_time_t retry_at, apr_pool_t *p)
+                              int failed, apr_time_t retry_at)
 {
     rs_registry_t *reg = r->reg;
     if (rs_fleet_down(reg))
         return;
     if (published) {
-        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update, p)
-            == APR_SUCCESS)
-            rs_fleet_bump(reg, r->s, p);
-        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
+        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update) == APR_SUCCESS)
+            rs_fleet_bump(reg, r->s);
+        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e);
     }
     else if (failed) {
-        fleet_put_lease(r, e, r->owner, retry_at, p);
+        fleet_put_lease(r, e, r->owner,
+                        rs_fleet_lease_after_failure(apr_time_now(), retry_at, reg->sched.lease));
     }
     else {
-        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e, p);
+        rs_fleet_remove(reg, r->s, RS_KEY_LEASE, e);
     }
 }
 
@@ -588,7 +632,7 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
         int valid;
 
         apr_pool_clear(ip);
-        rv = fleet_response(r, e, buf, &len, now, &res, ip);
+        rv = fleet_response(r, e, buf, &len, now, &res);
         if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
             break;
         valid = rv == APR_SUCCESS;
@@ -601,8 +645,7 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
             || (valid && !rs_sched_should_replace(res.this_update, res.next_update,
                                                   this_update, next_update, now)))
             continue;
-        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update, ip)
-            == APR_SUCCESS)
+        if (rs_fleet_put(reg, r->s, RS_KEY_RESPONSE, e, der, len, next_update) == APR_SUCCESS)
             pushed++;
     }
     apr_pool_destroy(ip);
@@ -610,7 +653,7 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
                      "RS0605: put %d response(s) the fleet cache %s lacked back into it",
                      pushed, reg->fleet_desc);
-        rs_fleet_bump(reg, r->s, p);
+        rs_fleet_bump(reg, r->s);
     }
 }
 
@@ -628,11 +671,11 @@ static void *APR_THREAD_FUNC fleet_poll_task(apr_thread_t *thread, void *data)
 
     apr_pool_create(&p, r->pool);
     if (rs_fleet_down(reg)) {
-        if (rs_fleet_claim_probe(reg, now) && rs_fleet_probe(reg, r->s, p) == APR_SUCCESS)
+        if (rs_fleet_claim_probe(reg, now) && rs_fleet_probe(reg, r->s) == APR_SUCCESS)
             rs_fleet_rejoin(reg, r->s);
         goto done;
     }
-    if (rs_fleet_generation(reg, r->s, &gen, p) != APR_SUCCESS)
+    if (rs_fleet_generation(reg, r->s, &gen) != APR_SUCCESS)
         goto done;
     if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
         if (now >= reg->shared->fleet_next_audit) {
@@ -653,7 +696,6 @@ done:
 
 static void fleet_tick(refresher_t *r, apr_time_t now)
 {
-    rs_fleet_watch(r->reg, r->s, now);
     if (now < r->fleet_next_poll || apr_atomic_read32(&r->fleet_polling))
         return;
     r->fleet_next_poll = now + FLEET_POLL;
@@ -789,7 +831,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                      rs_cache_size_for(len));
     if (r->reg->fleet)
         fleet_after_fetch(r, e, newest, body, len, res.next_update,
-                          !rs_verdict_is_valid(res.verdict), st.next_attempt, p);
+                          !rs_verdict_is_valid(res.verdict), st.next_attempt);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
     if (newest && !shared && r->reg->store_dir)
@@ -960,7 +1002,9 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
 }
 
 /* A pre-cleanup of pchild: runs before the subpools holding the lock and the
- * workers go away, and returns within one poll slice of a fetch in flight. */
+ * workers go away, and returns within one poll slice of a fetch in flight.
+ * A fleet call in flight is not waited for (rs_fleet_stop): a frozen
+ * memcached would keep this child, and its scoreboard slot, forever. */
 static apr_status_t refresher_stop(void *data)
 {
     refresher_t *r = data;
@@ -970,6 +1014,8 @@ static apr_status_t refresher_stop(void *data)
     apr_atomic_set32(&r->stopping, 1);
     apr_thread_cond_broadcast(r->cond);
     apr_thread_mutex_unlock(r->lock);
+    if (r->reg->fleet)
+        rs_fleet_stop(r->reg);
     apr_thread_join(&trv, r->thread);
     apr_thread_pool_destroy(r->workers);
     return APR_SUCCESS;
@@ -995,6 +1041,8 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
         r->tasks[i].e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
     }
     r->s = s;
+    if (reg->fleet)
+        rs_fleet_child_init(reg, s);
     apr_generate_random_bytes((unsigned char *)&r->owner, sizeof(r->owner));
     if ((rv = apr_thread_mutex_create(&r->lock, APR_THREAD_MUTEX_DEFAULT, r->pool))
                != APR_SUCCESS

@@ -3,6 +3,34 @@
 
 #include "rs_fleet_lease.h"
 
+int rs_fleet_lease_plausible(apr_time_t until, apr_time_t now, apr_interval_time_t hold)
+{
+    return until <= now + hold + RS_LEASE_CLOCK_SLACK;
+}
+
+apr_time_t rs_fleet_lease_after_failure(apr_time_t now, apr_time_t retry_at,
+                                        apr_interval_time_t hold)
+{
+    return retry_at < now + hold ? retry_at : now + hold;
+}
+
+/* A lease read from the cache: owner 0 if there is none, or it is bogus. */
+static apr_status_t read_lease(const rs_fleet_lease_ops_t *ops, const rs_fleet_lease_args_t *args,
+                               rs_fleet_lease_t *out, apr_uint64_t *owner, apr_time_t *until)
+{
+    apr_status_t rv = ops->lease_get(ops->baton, owner, until);
+    if (rv == APR_SUCCESS && !rs_fleet_lease_plausible(*until, ops->now(ops->baton), args->hold)) {
+        out->bogus_until = *until;
+        rv = APR_NOTFOUND;
+    }
+    if (rv == APR_NOTFOUND) {
+        *owner = 0;
+        *until = 0;
+        return APR_SUCCESS;
+    }
+    return rv;
+}
+
 static void set_wait(rs_fleet_lease_t *out, apr_time_t until)
 {
     out->action = RS_FLEET_WAIT;
@@ -29,10 +57,7 @@ void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t 
         return;
     found = rv == APR_SUCCESS;
     read_at = ops->now(b);
-    rv = ops->lease_get(b, &owner, &until);
-    if (rv == APR_NOTFOUND)
-        owner = 0;
-    else if (rv != APR_SUCCESS)
+    if (read_lease(ops, args, out, &owner, &until) != APR_SUCCESS)
         return;
     ops->state(b, &st);
     out->action = rs_fleet_decide(conf, &st, found ? &out->res : NULL, owner, until, args->me,
@@ -40,7 +65,8 @@ void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t 
     if (out->action != RS_FLEET_FETCH)
         return;
 
-    if (ops->lease_put(b, args->me, ops->now(b) + args->hold) != APR_SUCCESS)
+    if (ops->lease_put(b, args->me, ops->now(b) + args->hold) != APR_SUCCESS
+        || st.refresh_asked)
         return;
     now = ops->now(b);
     out->gap = now - read_at;
@@ -54,11 +80,11 @@ void rs_fleet_lease_take(const rs_fleet_lease_ops_t *ops, const rs_sched_conf_t 
         set_wait(out, ops->now(b));
         return;
     }
-    rv = ops->lease_get(b, &owner, &until);
+    rv = read_lease(ops, args, out, &owner, &until);
     now = ops->now(b);
-    if (rv != APR_SUCCESS && rv != APR_NOTFOUND)
+    if (rv != APR_SUCCESS)
         return;
-    if (rv == APR_SUCCESS && owner != args->me && until > now) {
+    if (owner && owner != args->me && until > now) {
         set_wait(out, until);
         return;
     }

@@ -133,3 +133,14 @@ apr_status_t rs_lease_decode(const unsigned char *in, apr_size_t len, apr_uint64
     *until = (apr_time_t)rs_u64_decode(in + 12);
     return APR_SUCCESS;
 }
+
+apr_uint32_t rs_record_digest(char kind, const unsigned char *data, apr_size_t len)
+{
+    apr_uint32_t h = 2166136261u;
+    apr_size_t i;
+
+    h = (h ^ (unsigned char)kind) * 16777619u;
+    for (i = 0; i < len; i++)
+        h = (h ^ data[i]) * 16777619u;
+    return h ? h : 1;
+}

@@ -93,7 +93,7 @@ int rs_state_force(rs_state_t *st, apr_time_t now, apr_time_t *forced_at,
     /* keep the schedule's own time, unless an earlier force already did */
     if (!st->forced_next)
         st->forced_next = st->next_attempt > now ? st->next_attempt : now;
-    st->next_attempt = 0;
+    rs_state_request_refresh(st);
     return 1;
 }
 
@@ -108,6 +108,12 @@ int rs_state_claim(rs_state_t *st, apr_uint64_t owner, apr_time_t now,
     st->lease_owner = owner;
     st->lease_until = now + conf->lease;
     return 1;
+}
+
+void rs_state_request_refresh(rs_state_t *st)
+{
+    st->next_attempt = 0;
+    st->refresh_asked = 1;
 }
 
 void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner)
@@ -169,6 +175,7 @@ static void release(rs_state_t *st, apr_time_t now)
     st->lease_owner = 0;
     st->last_attempt = now;
     st->fetches++;
+    st->refresh_asked = 0;
 }
 
 void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fetched,
@@ -198,6 +205,7 @@ void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adop
     st->lease_until = 0;
     st->lease_owner = 0;
     st->failures = 0;
+    st->refresh_asked = 0;
     st->resp_this_update = adopted->this_update;
     st->resp_next_update = adopted->next_update;
     st->resp_revoked = adopted->verdict == RS_VERDICT_REVOKED;
@@ -213,6 +221,8 @@ rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t 
                                   apr_time_t *wait_until)
 {
     *wait_until = 0;
+    if (st->refresh_asked)
+        return RS_FLEET_FETCH;
     /* earliest renewal any server's jitter could give the fleet's response */
     if (fleet && rs_verdict_is_valid(fleet->verdict)
         && rs_sched_should_replace(st->resp_this_update, st->resp_next_update,

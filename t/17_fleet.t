@@ -53,18 +53,7 @@ sub start_cache {
            $< == 0 ? ('-u', 'nobody') : ())
         : ($redis, '--port', $dport, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no');
     my $port = $kind eq 'memcache' ? $mport : $dport;
-    my $pid = fork // die;
-    if (!$pid) {
-        POSIX::setsid();
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$root/logs/$kind.log";
-        open STDERR, '>&', \*STDOUT;
-        { exec @cmd; }
-        POSIX::_exit(127);
-    }
-    RSTest::wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) },
-                     10, 0.05) or die "$kind did not start\n";
-    $cache_pid{$kind} = $pid;
+    $cache_pid{$kind} = RSTest::start_daemon("$root/logs/$kind.log", $port, @cmd);
 }
 sub kill_cache {
     my $kind = shift;

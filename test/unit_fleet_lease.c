@@ -332,6 +332,70 @@ static void test_not_due_waits(void **state)
     assert_false(cache.have_lease);
 }
 
+/* A lease nobody may hold: planted in memcached (no authentication), or
+ * written by a server whose clock is an hour ahead. It is nobody's: the
+ * certificate is fetched, and the bogus lease replaced by ours. */
+static void test_far_future_lease_is_ignored(void **state)
+{
+    (void)state;
+    cache.have_lease = 1;
+    cache.owner = B->me;
+    cache.until = S(253402300799); /* 9999-12-31 */
+    assert_int_equal(take(A), RS_FLEET_FETCH);
+    assert_int_equal(A->out.bogus_until, S(253402300799));
+    assert_true(cache.have_lease && cache.owner == A->me && cache.until <= clock_now + S(20));
+}
+
+static void test_clock_an_hour_ahead_is_ignored(void **state)
+{
+    (void)state;
+    cache.have_lease = 1;
+    cache.owner = B->me;
+    cache.until = clock_now + S(3600) + S(20);
+    assert_int_equal(take(A), RS_FLEET_FETCH);
+    assert_true(A->out.bogus_until != 0);
+}
+
+/* The rule's edges: a lease written now by a clock a little ahead holds. */
+static void test_plausible_edges(void **state)
+{
+    apr_time_t now = S(1000);
+    (void)state;
+    assert_true(rs_fleet_lease_plausible(now + S(20), now, S(20)));
+    assert_true(rs_fleet_lease_plausible(now + S(20) + RS_LEASE_CLOCK_SLACK, now, S(20)));
+    assert_false(rs_fleet_lease_plausible(now + S(20) + RS_LEASE_CLOCK_SLACK + 1, now, S(20)));
+    assert_true(rs_fleet_lease_plausible(0, now, S(20)));
+}
+
+/* After a failure a server keeps the lease a lease's length at most, not
+ * until its retry an hour later. */
+static void test_failure_holds_briefly(void **state)
+{
+    apr_time_t now = S(1000);
+    (void)state;
+    assert_int_equal(rs_fleet_lease_after_failure(now, now + S(3600), S(20)), now + S(20));
+    assert_int_equal(rs_fleet_lease_after_failure(now, now + S(5), S(20)), now + S(5));
+}
+
+/* POST refresh: another server's live lease does not hold it back, nor
+ * does the fleet's newer response; the lease is written (the others wait
+ * for this fetch) and nobody settles. */
+static void test_refresh_is_not_held_back(void **state)
+{
+    (void)state;
+    cache.have_lease = 1;
+    cache.owner = B->me;
+    cache.until = clock_now + S(15);
+    rs_state_request_refresh(&A->st);
+    assert_int_equal(take(A), RS_FLEET_FETCH);
+    assert_true(cache.owner == A->me);
+    assert_int_equal(A->slept, 0);
+    /* B, not asked, waits for A */
+    assert_int_equal(take(B), RS_FLEET_WAIT);
+    publish();
+    assert_int_equal(take(A), RS_FLEET_FETCH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +411,11 @@ int main(void)
         cmocka_unit_test_setup(test_cache_failure_fetches, setup),
         cmocka_unit_test_setup(test_stopping_gives_the_lease_back, setup),
         cmocka_unit_test_setup(test_not_due_waits, setup),
+        cmocka_unit_test_setup(test_far_future_lease_is_ignored, setup),
+        cmocka_unit_test_setup(test_clock_an_hour_ahead_is_ignored, setup),
+        cmocka_unit_test_setup(test_plausible_edges, setup),
+        cmocka_unit_test_setup(test_failure_holds_briefly, setup),
+        cmocka_unit_test_setup(test_refresh_is_not_held_back, setup),
     };
     return cmocka_run_group_tests_name("rs_fleet_lease", tests, NULL, NULL);
 }

@@ -120,6 +120,18 @@ static void test_lease(void **state)
     assert_int_equal(rs_lease_decode(buf, sizeof(buf), &owner, &until), APR_EINVAL);
 }
 
+/* Bad fleet records are logged once per key and change: the digest tells
+ * records apart, kinds apart, and is never 0 ("nothing logged"). */
+static void test_digest(void **state)
+{
+    const unsigned char a[] = "garbage", b[] = "garbagf";
+    (void)state;
+    assert_int_equal(rs_record_digest('R', a, 7), rs_record_digest('R', a, 7));
+    assert_int_not_equal(rs_record_digest('R', a, 7), rs_record_digest('R', b, 7));
+    assert_int_not_equal(rs_record_digest('R', a, 7), rs_record_digest('L', a, 7));
+    assert_int_not_equal(rs_record_digest('R', NULL, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -130,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_u64),
         cmocka_unit_test(test_lease),
+        cmocka_unit_test(test_digest),
     };
     return cmocka_run_group_tests_name("rs_record", tests, NULL, NULL);
 }

@@ -46,6 +46,24 @@ sub start_proxy {
 
 # A helper server in Python, double forked so Apache::Test's SIGCHLD handler
 # never sees it exit; returns its pid once it answers on its port.
+# A cache server (memcached, redis-server) in its own session, output in
+# $log; returns its pid once it accepts connections on $port.
+sub start_daemon {
+    my ($log, $port, @cmd) = @_;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        POSIX::setsid();
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log;
+        open STDERR, '>&', \*STDOUT;
+        { exec @cmd; }
+        POSIX::_exit(127);
+    }
+    wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) }, 10, 0.05)
+        or die "$cmd[0] did not start on 127.0.0.1:$port\n";
+    return $pid;
+}
+
 sub start_helper {
     my ($port, $probe, @cmd) = @_;
     die "port $port is already in use: a helper from another run? (set RS_RESPONDER_PORT)\n"
