@@ -5,7 +5,8 @@
 # (prefork's pchild allocator has no mutex: a module thread allocating from
 # it corrupts the connection's pools), every good certificate is stapled,
 # and a stop ends all 24 children within a few seconds.
-# RS_PREFORK_LOAD=SECONDS changes the load time; 0 skips.
+# RS_PREFORK_LOAD=SECONDS changes the load time (0 skips), RS_PREFORK_CHILDREN
+# the number of children.
 use strict;
 use warnings FATAL => 'all';
 use Apache::Test;
@@ -16,7 +17,7 @@ use RSTest;
 use Time::HiRes qw(time sleep);
 
 my $SECS = $ENV{RS_PREFORK_LOAD} // 60;
-my ($N, $CHILDREN) = (300, 24);
+my ($N, $CHILDREN) = (300, $ENV{RS_PREFORK_CHILDREN} || 24);
 plan tests => 6, sub { $SECS > 0 };
 
 my $vars = Apache::Test::vars();
@@ -38,15 +39,16 @@ my $hsload = "$root/hsload";
 system("cc -std=gnu11 -O2 -o $hsload $vars->{top_dir}/bench/hsload.c -lssl -lcrypto -lpthread") == 0
     or die "cannot build bench/hsload.c\n";
 
-(my $head = RSTest::server_conf_head($root, $sport)) =~ s/mpm_event_module\s+(\S+)mod_mpm_event\.so/mpm_prefork_module $1mod_mpm_prefork.so/
-    or die "no event MPM line to replace\n";
+# prefork whatever MPM the suite runs under (RS_MPM)
+(my $head = RSTest::server_conf_head($root, $sport)) =~ s/mpm_\w+_module\s+(\S+)mod_mpm_\w+\.so/mpm_prefork_module $1mod_mpm_prefork.so/
+    or die "no MPM line to replace\n";
 $head =~ s/^(StartServers|ServerLimit|MaxRequestWorkers) .*\n//mg;
 my $conf = $head . <<"EOC";
 StartServers $CHILDREN
 MinSpareServers $CHILDREN
-MaxSpareServers 32
-ServerLimit 32
-MaxRequestWorkers 32
+MaxSpareServers @{[ $CHILDREN + 8 ]}
+ServerLimit @{[ $CHILDREN + 8 ]}
+MaxRequestWorkers @{[ $CHILDREN + 8 ]}
 MaxConnectionsPerChild 0
 ResilientStapling on
 ResilientStaplingStore $root/store
