@@ -1,11 +1,12 @@
 # The prefork MPM, as every Debian host with mod_php runs it: a separate
-# httpd with 24 prefork children and 300 SNI vhosts (one certificate whose
+# httpd with 24 prefork children and 1,000 SNI vhosts (one certificate whose
 # responder answers "unauthorized", so the refresher keeps working), 60 s of
 # back-to-back handshakes sweeping the vhosts. No child may die of a signal
 # (prefork's pchild allocator has no mutex: a module thread allocating from
 # it corrupts the connection's pools), every good certificate is stapled,
 # and a stop ends all 24 children within a few seconds.
-# RS_PREFORK_LOAD=SECONDS changes the load time (0 skips), RS_PREFORK_CHILDREN
+# RS_PREFORK_LOAD=SECONDS changes the load time (0 skips), RS_PREFORK_VHOSTS
+# the number of vhosts, RS_PREFORK_CHILDREN
 # the number of children.
 use strict;
 use warnings FATAL => 'all';
@@ -17,11 +18,11 @@ use RSTest;
 use Time::HiRes qw(time sleep);
 
 my $SECS = $ENV{RS_PREFORK_LOAD} // 60;
-my ($N, $CHILDREN) = (300, $ENV{RS_PREFORK_CHILDREN} || 24);
+my ($N, $CHILDREN) = ($ENV{RS_PREFORK_VHOSTS} || 1000, $ENV{RS_PREFORK_CHILDREN} || 24);
 plan tests => 6, sub { $SECS > 0 };
 
 my $vars = Apache::Test::vars();
-my $dir = "$vars->{t_dir}/pki/prefork";
+my $dir = "$vars->{t_dir}/pki/prefork-$N";
 my $root = "$vars->{t_logs}/prefork";
 my ($rport, $sport) = map { RSTest::port($_) } 18690, 18691;
 # an httpd a killed run left behind
