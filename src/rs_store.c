@@ -108,9 +108,12 @@ static apr_status_t sync_dir(const char *dir)
     return rv;
 }
 
-apr_status_t rs_store_probe(const char *dir, apr_pool_t *p)
+/* A new file from the template tmp (mkstemp semantics: a unique name, so
+ * two writers never share a file), mode 0600, its bytes on disk before it
+ * is closed: a rename must not expose an empty file after a crash. The file
+ * is removed if any step fails. */
+static apr_status_t write_synced(char *tmp, const void *data, apr_size_t len, apr_pool_t *p)
 {
-    char *tmp = apr_pstrcat(p, dir, "/probe" TMP_MARK "XXXXXX", NULL);
     apr_file_t *f;
     apr_size_t written;
     apr_status_t rv;
@@ -118,11 +121,23 @@ apr_status_t rs_store_probe(const char *dir, apr_pool_t *p)
     rv = apr_file_mktemp(&f, tmp, APR_FOPEN_CREATE | APR_FOPEN_WRITE | APR_FOPEN_EXCL, p);
     if (rv != APR_SUCCESS)
         return rv;
-    rv = apr_file_write_full(f, "probe\n", 6, &written);
+    rv = apr_file_perms_set(tmp, APR_FPROT_UREAD | APR_FPROT_UWRITE);
+    if (rv == APR_SUCCESS || rv == APR_ENOTIMPL)
+        rv = apr_file_write_full(f, data, len, &written);
     if (rv == APR_SUCCESS)
         rv = apr_file_sync(f);
     apr_file_close(f);
-    apr_file_remove(tmp, p);
+    if (rv != APR_SUCCESS)
+        apr_file_remove(tmp, p);
+    return rv;
+}
+
+apr_status_t rs_store_probe(const char *dir, apr_pool_t *p)
+{
+    char *tmp = apr_pstrcat(p, dir, "/probe" TMP_MARK "XXXXXX", NULL);
+    apr_status_t rv = write_synced(tmp, "probe\n", 6, p);
+    if (rv == APR_SUCCESS)
+        apr_file_remove(tmp, p);
     return rv;
 }
 
@@ -131,27 +146,15 @@ apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_ki
 {
     const char *final = path_of(dir, id, kind, p);
     char *tmp = apr_pstrcat(p, final, TMP_MARK "XXXXXX", NULL);
-    apr_file_t *f;
-    apr_size_t written;
-    apr_status_t rv;
+    apr_status_t rv = write_synced(tmp, der, len, p);
 
-    /* mkstemp semantics: a unique name, so two writers never share a file */
-    rv = apr_file_mktemp(&f, tmp, APR_FOPEN_CREATE | APR_FOPEN_WRITE | APR_FOPEN_EXCL, p);
     if (rv != APR_SUCCESS)
         return rv;
-    rv = apr_file_perms_set(tmp, APR_FPROT_UREAD | APR_FPROT_UWRITE);
-    if (rv == APR_SUCCESS || rv == APR_ENOTIMPL)
-        rv = apr_file_write_full(f, der, len, &written);
-    if (rv == APR_SUCCESS)
-        rv = apr_file_sync(f); /* the rename must not expose an empty file after a crash */
-    apr_file_close(f);
-    if (rv == APR_SUCCESS)
-        rv = apr_file_rename(tmp, final, p);
-    if (rv != APR_SUCCESS)
+    if ((rv = apr_file_rename(tmp, final, p)) != APR_SUCCESS) {
         apr_file_remove(tmp, p);
-    else
-        rv = sync_dir(dir);
-    return rv;
+        return rv;
+    }
+    return sync_dir(dir);
 }
 
 apr_status_t rs_store_load(const char *dir, const unsigned char *id, rs_store_kind_e kind,

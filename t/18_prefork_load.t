@@ -12,7 +12,6 @@ use strict;
 use warnings FATAL => 'all';
 use Apache::Test;
 use Apache::TestUtil qw(t_write_file);
-use File::Path qw(make_path remove_tree);
 use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
@@ -25,15 +24,8 @@ my $vars = Apache::Test::vars();
 my $dir = "$vars->{t_dir}/pki/prefork-$N";
 my $root = "$vars->{t_logs}/prefork";
 my ($rport, $sport) = map { RSTest::port($_) } 18690, 18691;
-# an httpd a killed run left behind
-RSTest::stop_httpd($vars->{httpd}, $root) if -f "$root/logs/httpd.pid";
-remove_tree($root);
-make_path("$root/logs");
-system('/usr/bin/python3', "$vars->{t_dir}/pki/mkpki.py", $dir, $rport, $N) == 0 or die;
-my $responder = RSTest::start_helper($rport, '/_ctl/ping', "$vars->{t_dir}/ocsp_responder.py",
-                                     $dir, $rport);
-my $main_pid = $$;
-END { kill 'TERM', $responder if $responder && $$ == $main_pid; }
+RSTest::fresh_root($vars->{httpd}, $root);
+RSTest::own_responder($dir, $rport, $N);
 RSTest::http_get($rport, '/_ctl/set?name=s0000&mode=unauthorized');
 
 my $hsload = "$root/hsload";

@@ -5,6 +5,7 @@ use strict;
 use warnings FATAL => 'all';
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use File::Path ();
 use IO::Socket::INET ();
 use JSON::PP ();
 use POSIX ();
@@ -89,6 +90,31 @@ sub start_helper {
         sleep 0.1;
     }
     die "$cmd[0] did not start on 127.0.0.1:$port (see t/responder.log)\n";
+}
+
+# A separate server's own PKI and responder (the scale, prefork and defaults
+# tests): mkpki for $n leaves whose AIA points at $rport, the responder
+# started there; stopped when the test file ends.
+my (@own_helpers, $own_pid);
+sub own_responder {
+    my ($dir, $rport, $n) = @_;
+    system('/usr/bin/python3', "$T/pki/mkpki.py", $dir, $rport, defined $n ? $n : ()) == 0
+        or die "cannot make the test PKI $dir\n";
+    $own_pid //= $$;
+    my $pid = start_helper($rport, '/_ctl/ping', "$T/ocsp_responder.py", $dir, $rport);
+    push @own_helpers, $pid;
+    return $pid;
+}
+END { kill 'TERM', @own_helpers if @own_helpers && defined $own_pid && $$ == $own_pid; }
+
+# A separate server's ServerRoot, empty but for logs/ (an httpd a killed run
+# left behind there is stopped first).
+sub fresh_root {
+    my ($httpd, $root) = @_;
+    stop_httpd($httpd, $root) if -f "$root/logs/httpd.pid";
+    File::Path::remove_tree($root);
+    File::Path::make_path("$root/logs");
+    chmod 0755, $root;
 }
 
 sub ctl_get { http_get(responder_port(), @_) }
