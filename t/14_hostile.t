@@ -47,7 +47,10 @@ for (1 .. 10) {
 }
 my $after = children_kb();
 printf "# children RSS %d kB before, %d kB after ten 100 MB answers\n", $before, $after;
-ok($after - $before < 8 * 1024);
+# a body read whole would add 100 MB per answer; 32 MB leaves room for what a
+# busy machine, another MPM or ASan's quarantine add to four children
+ok($after - $before < 32 * 1024)
+    or warn sprintf "# children RSS grew %d kB over ten 100 MB answers\n", $after - $before;
 ok(RSTest::error_log() =~ /f-huge.*max resp len exceeded \(length=104857600, max=65536\)/);
 my $kept = RSTest::handshake('f-huge');
 ok($good && $kept->{stapled} && $kept->{this_update} == $good->{this_update});
