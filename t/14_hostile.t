@@ -33,8 +33,8 @@ RSTest::refresh($id);
 my $good;
 RSTest::wait_for(sub {
     my $x = RSTest::handshake('f-huge');
-    $good = $x if $x->{stapled} && $x->{this_update} >= $asked;
-    $good && (grep { RSTest::handshake('f-huge')->{this_update} == $good->{this_update} } 1 .. 6) == 6
+    $good = $x if $x->{stapled} && ($x->{this_update} // 0) >= $asked;
+    $good && (grep { (RSTest::handshake('f-huge')->{this_update} // 0) == $good->{this_update} } 1 .. 6) == 6
 }, 10);
 RSTest::set_mode('f-huge', 'huge');
 my $before = children_kb();

@@ -171,8 +171,10 @@ sub handshake_on {
     $r{stapled} = $out =~ /OCSP Response Status: (\w+)/ ? 1 : 0;
     $r{resp_status} = $1 if $r{stapled};
     $r{status} = $1 if $out =~ /Cert Status: (\w+)/;
-    $r{this_update} = parse_time($1) if $out =~ /This Update: (.+)/;
-    $r{next_update} = parse_time($1) if $out =~ /Next Update: (.+)/;
+    # 0 when nothing was stapled: tests compare them, also while waiting for
+    # a child that has nothing yet (undef died under FATAL warnings)
+    $r{this_update} = ($out =~ /This Update: (.+)/ ? parse_time($1) : undef) // 0;
+    $r{next_update} = ($out =~ /Next Update: (.+)/ ? parse_time($1) : undef) // 0;
     ($r{serial} = $1) =~ s/^0+// if $out =~ /OCSP Response Data:.*?Serial Number: (\w+)/s;
     return \%r;
 }
