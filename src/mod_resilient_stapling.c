@@ -213,7 +213,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
         return rc;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                 "RS0006: stapling %d certificate(s), shared cache %s%s%s, store %s",
+                 "RS0006: stapling %d certificate(s), responses in %s%s%s, store %s",
                  registry->entries->nelts, registry->cache_desc,
                  registry->fleet ? ", fleet cache " : "",
                  registry->fleet ? registry->fleet_desc : "",
