@@ -1,7 +1,7 @@
 /* lookup: the cost of the handshake path on its own, as rs_ocsp_get_resp
- * does it: an apr_hash lookup by certificate id, then rs_staple_serve()
- * copying the response out under the read lock (into a buffer, where
- * mod_ssl's callback would OPENSSL_malloc and copy).
+ * does it: an apr_hash lookup by certificate id, then rs_shm_staple_serve()
+ * copying the response out of the shared store without a lock (into a
+ * buffer, where mod_ssl's callback would OPENSSL_malloc and copy).
  *
  *   lookup [CALLS]   prints ns per call for 1 and 10,000 responses, 1 and 2 threads
  */
@@ -14,13 +14,14 @@
 #include <apr_hash.h>
 #include <apr_thread_proc.h>
 
-#include "rs_staple.h"
+#include "rs_shm_staple.h"
 
 #define ID_LEN 20
 #define DER_LEN 1500 /* a response with a delegated signer certificate */
 
 typedef struct {
     apr_hash_t *by_id;
+    rs_shm_staple_t *sh;
     unsigned char (*ids)[ID_LEN];
     int n;
     long calls;
@@ -49,8 +50,8 @@ static void *APR_THREAD_FUNC loop(apr_thread_t *t, void *data)
     long i;
     for (i = 0; i < r->calls; i++) {
         seed = seed * 1103515245u + 12345u;
-        rs_staple_t *st = apr_hash_get(r->by_id, r->ids[(seed >> 8) % (unsigned)r->n], ID_LEN);
-        rs_staple_serve(st, when, copy_cb, buf);
+        int *index = apr_hash_get(r->by_id, r->ids[(seed >> 8) % (unsigned)r->n], ID_LEN);
+        rs_shm_staple_serve(r->sh, *index, when, copy_cb, buf);
     }
     r->ns = (now() - t0) / r->calls;
     if (t)
@@ -63,6 +64,10 @@ static void bench(apr_pool_t *p, int n, int threads, long calls)
     apr_hash_t *by_id = apr_hash_make(p);
     unsigned char (*ids)[ID_LEN] = apr_pcalloc(p, (apr_size_t)n * ID_LEN);
     unsigned char der[DER_LEN];
+    int *index = apr_palloc(p, sizeof(int) * (apr_size_t)n);
+    apr_size_t arena = (apr_size_t)n * 4096;
+    rs_shm_staple_t *sh = rs_shm_staple_init(apr_pcalloc(p, rs_shm_staple_size(n, arena)), n,
+                                             arena);
     run_t runs[8];
     apr_thread_t *th[8];
     apr_status_t rv;
@@ -71,15 +76,16 @@ static void bench(apr_pool_t *p, int n, int threads, long calls)
 
     memset(der, 0x30, sizeof(der));
     for (i = 0; i < n; i++) {
-        rs_staple_t *st;
         memcpy(ids[i], &i, sizeof(i));
         ids[i][19] = 0xab;
-        rs_staple_create(&st, p);
-        rs_staple_set(st, der, sizeof(der), apr_time_now(), apr_time_now() + apr_time_from_sec(3600), 0);
-        apr_hash_set(by_id, ids[i], ID_LEN, st);
+        index[i] = i;
+        rs_shm_staple_set(sh, i, der, sizeof(der), apr_time_now(),
+                          apr_time_now() + apr_time_from_sec(3600), 0);
+        apr_hash_set(by_id, ids[i], ID_LEN, &index[i]);
     }
     for (i = 0; i < threads; i++) {
         runs[i].by_id = by_id;
+        runs[i].sh = sh;
         runs[i].ids = ids;
         runs[i].n = n;
         runs[i].calls = calls;

@@ -14,7 +14,8 @@
 
 #include "rs_ocsp.h"
 #include "rs_sched.h"
-#include "rs_staple.h"
+#include "rs_due.h"
+#include "rs_shm_staple.h"
 
 extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 
@@ -61,23 +62,16 @@ typedef struct {
     const char *vhosts;              /* names of the vhosts that use it */
     unsigned char *req_der;          /* OCSP request, built once */
     apr_size_t req_len;
-    /* child-local */
-    rs_staple_t *staple;
-    apr_time_t local_next;           /* when this child next looks at it; refresher lock */
-    int in_flight;                   /* a worker is fetching it; refresher lock */
-    int cache_lost;                  /* nothing here, and the cache lost the stored
-                                        response: fetch for this child; refresher lock */
-    apr_uint32_t seen_version;       /* rs_shared_t.version last synced; scheduler thread only */
-    int alert_seen;                  /* rs_alert_e of this child's staple; scheduler thread only */
+    /* Read-only in the children: a child that wrote here would copy the
+     * pages of the whole registry (copy-on-write). What a child changes
+     * lives in its refresher, what the server shares in rs_shared_t. */
 } rs_entry_t;
 
 /* What the children of one server change often lives in a shared memory
- * segment, not in the cache: shmcb is a cyclic buffer, and records
- * rewritten at every attempt there push other, still valid records out.
- * The scheduling state and the slots are used under the global mutex; the
- * version counters are atomic, so a child sees cheaply what changed. */
+ * segment (anonymous, one per configuration generation), used under the
+ * global mutex unless marked atomic. The same segment holds the due-time
+ * heap (rs_due.h) and the responses themselves (rs_shm_staple.h). */
 typedef struct {
-    apr_uint32_t version;            /* bumped when its stored response changes */
     apr_uint32_t present;            /* st was written */
     apr_uint32_t fleet_bad[2];       /* digest of the bad fleet response [0] / lease [1]
                                         last logged (rs_fleet_note_bad); atomic */
@@ -86,7 +80,12 @@ typedef struct {
 } rs_shared_entry_t;
 
 typedef struct {
-    apr_uint32_t generation;         /* bumped with any version */
+    /* The child that schedules for the server (the refresher's leader):
+     * its lease token, and until when it holds the role unless it renews
+     * it. Written under the mutex; leader_until and leader also read
+     * without it (atomic) by the children that are not leading. */
+    apr_uint64_t leader;
+    apr_time_t leader_until;
     apr_uint32_t fleet_down;         /* the fleet cache failed; atomic, logged once */
     apr_uint32_t fleet_seen;         /* fleet generation scanned last; atomic */
     apr_uint32_t fleet_bogus_lease;  /* a lease that is not plausible was logged; atomic */
@@ -106,16 +105,16 @@ typedef struct {
     apr_hash_t *by_id;               /* id -> rs_entry_t, read-only after config */
     apr_hash_t *issuers;             /* one parsed X509 per issuer (rs_cert_from_pem) */
     apr_array_header_t *entries;     /* rs_entry_t * */
-    const ap_socache_provider_t *cache;  /* this server's children (shmcb) */
-    ap_socache_instance_t *cache_inst;
-    const char *cache_desc;
+    const char *cache_desc;          /* where the responses are shared (the log, status) */
     const ap_socache_provider_t *fleet;  /* memcache/redis shared by a fleet, or NULL */
     ap_socache_instance_t *fleet_inst;
     const char *fleet_desc;
     struct rs_fleet_t *fleet_child;  /* this child's side of it (set in the child) */
     apr_global_mutex_t *mutex;
     apr_shm_t *shm;
-    rs_shared_t *shared;
+    rs_shared_t *shared;             /* in shm: state */
+    rs_due_t *due;                   /* in shm: when each certificate is due */
+    rs_shm_staple_t *staples;        /* in shm: the responses handshakes read */
     /* the main server's configuration with defaults applied */
     rs_sched_conf_t sched;
     apr_interval_time_t timeout;
@@ -137,9 +136,9 @@ typedef struct {
     int must_staple;
 } rs_skipped_t;
 
-/* mod_resilient_stapling_cache.c: the shared cache (responses) and the
- * shared memory (state). The record functions are called with the global
- * mutex held. */
+/* mod_resilient_stapling_cache.c: the shared memory (responses, state,
+ * due times) and the persistent store. The record functions are called
+ * with the global mutex held. */
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s);
 /* create + init of one socache instance, errors logged (RS0002, RS0003) */
@@ -150,18 +149,13 @@ int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
 /* A certificate's scheduling state in shared memory: 1 if it was ever
  * written (otherwise *st is a fresh one). */
 int rs_shared_state_get(rs_registry_t *reg, const rs_entry_t *e, rs_state_t *st);
+/* ... and written back: also sets when it is next due (rs_due.h). */
 void rs_shared_state_put(rs_registry_t *reg, const rs_entry_t *e, const rs_state_t *st);
-apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                               unsigned char *buf, apr_size_t cap, apr_size_t *plen,
-                               apr_pool_t *p);
-apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                               const unsigned char *der, apr_size_t len, apr_time_t next_update,
-                               apr_pool_t *p);
-/* The shmcb size (ResilientStaplingCache shmcb:PATH(SIZE)) whose
- * subcaches hold a response of len bytes. */
-apr_size_t rs_cache_size_for(apr_size_t len);
-/* A response of this entry was stored: tell the other children. */
-void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e);
+/* A verified response becomes the one every child staples (res: its
+ * times and verdict). APR_ENOSPC: no room left in the shared memory. */
+apr_status_t rs_shared_resp_put(rs_registry_t *reg, const rs_entry_t *e,
+                                const unsigned char *der, apr_size_t len,
+                                const rs_ocsp_result_t *res);
 /* An admin asked for a fetch now (status page): 1 if it is due now, 0 if
  * one was asked for less than min_interval ago. Takes the global mutex. */
 int rs_shared_force(rs_registry_t *reg, const rs_entry_t *e, apr_time_t now,

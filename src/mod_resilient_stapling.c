@@ -3,8 +3,9 @@
  * mod_ssl primes certificates in the parent (inside its post_config) and
  * asks for a response in every handshake. Priming builds this generation's
  * registry; our own post_config, ordered after mod_ssl's, creates the
- * shared cache sized for what was primed; each child starts a refresher;
- * the handshake only copies from the child's staple (rs_staple.h).
+ * shared memory sized for what was primed; each child starts a refresher
+ * (one of them schedules for all); the handshake only copies the response
+ * out of shared memory, without a lock (rs_shm_staple.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -212,7 +213,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
         return rc;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                 "RS0006: stapling %d certificate(s), shared cache %s%s%s, store %s",
+                 "RS0006: stapling %d certificate(s), responses in %s%s%s, store %s",
                  registry->entries->nelts, registry->cache_desc,
                  registry->fleet ? ", fleet cache " : "",
                  registry->fleet ? registry->fleet_desc : "",
@@ -245,7 +246,6 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
 {
     rs_notifier_t *notifier = NULL;
     apr_status_t rv;
-    int i;
 
     if (!registry || !registry->mutex)
         return;
@@ -258,15 +258,9 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
         registry->mutex = NULL;
         return;
     }
+    /* nothing per certificate here: the responses are the server's, in
+     * shared memory, and the registry is not written in a child */
     rs_store_check(registry, s, pchild);
-    for (i = 0; i < registry->entries->nelts; i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(registry->entries, i, rs_entry_t *);
-        if ((rv = rs_staple_create(&e->staple, pchild)) != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "RS0008: out of memory");
-            registry->mutex = NULL;
-            return;
-        }
-    }
     if (registry->notify_cmd
         && (rv = rs_notifier_start(&notifier, registry->notify_cmd, s, pchild)) != APR_SUCCESS)
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -281,8 +275,9 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
 }
 
 /* The handshake path (DESIGN.md rule 1): a hash lookup and a bounded copy
- * under a per-child read lock. Returning OK for our certificates even when
- * there is nothing to staple keeps mod_ssl from fetching in the handshake. */
+ * out of shared memory, without any lock (rs_shm_staple.c). Returning OK
+ * for our certificates even when there is nothing to staple keeps mod_ssl
+ * from fetching in the handshake. */
 static int rs_ocsp_get_resp(server_rec *s, conn_rec *c, const char *id, apr_size_t id_len,
                             ap_ssl_ocsp_copy_resp *cb, void *userdata)
 {
@@ -292,9 +287,9 @@ static int rs_ocsp_get_resp(server_rec *s, conn_rec *c, const char *id, apr_size
     if (!registry || id_len != RS_ID_LEN || srv_conf(s)->enabled != 1)
         return DECLINED;
     e = apr_hash_get(registry->by_id, id, RS_ID_LEN);
-    if (!e || !e->staple)
+    if (!e || !registry->staples)
         return DECLINED;
-    rs_staple_serve(e->staple, apr_time_now(), cb, userdata);
+    rs_shm_staple_serve(registry->staples, e->index, apr_time_now(), cb, userdata);
     return OK;
 }
 

@@ -1,11 +1,19 @@
-/* mod_resilient_stapling_cache.c: the shared cache (an ap_socache provider)
+/* mod_resilient_stapling_cache.c: the shared memory of a server's children
  * and the persistent store behind it.
  *
- * The cache holds, per certificate, the verified DER response and its
- * scheduling state (rs_record.h), plus a generation counter bumped whenever a
- * response changes. Callers of the record functions hold the global mutex.
- * At startup the store is read back into the fresh cache, each file
- * validated like a fetched response, before any child starts.
+ * One anonymous segment per configuration generation holds, per
+ * certificate, the verified DER response every child staples
+ * (rs_shm_staple.h: read by handshakes without a lock), the scheduling
+ * state, and when it is next due (rs_due.h). Callers of the record
+ * functions hold the global mutex. At startup the store is read back into
+ * the fresh segment, each file validated like a fetched response, before
+ * any child starts.
+ *
+ * There is no socache between the children any more: shmcb is a cyclic
+ * buffer that evicts valid responses, so every child had to keep its own
+ * copy and audit the cache (a per-child cost growing with the
+ * certificates). memcache and redis remain, as the cache a fleet of
+ * servers shares (mod_resilient_stapling_fleet.c).
  */
 #include <errno.h>
 #include <unistd.h>
@@ -20,44 +28,18 @@
 
 #include "mod_resilient_stapling.h"
 #include "rs_record.h"
+#include "rs_status.h"
 #include "rs_store.h"
 
 APLOG_USE_MODULE(resilient_stapling);
 
-/* Shared cache bytes per certificate: a response with a delegated signer
- * chain (up to ~4 KiB), with room for shmcb's index and cyclic buffer. */
-#define CACHE_BYTES_PER_CERT (8 * 1024)
-#define CACHE_BYTES_BASE (128 * 1024)
-/* Below this a shmcb evicts valid responses under normal renewal traffic. */
-#define RS_MIN_BYTES_PER_CERT (4 * 1024)
-
-static apr_status_t cache_destroy(void *data)
-{
-    rs_registry_t *reg = data;
-    if (reg->cache_inst) {
-        reg->cache->destroy(reg->cache_inst, reg->s);
-        reg->cache_inst = NULL;
-    }
-    return APR_SUCCESS;
-}
-
-/* An admin-sized shmcb that cannot hold a response per certificate evicts
- * valid responses; children put them back (RS0222), but say so at startup. */
-static void warn_if_small(rs_registry_t *reg, const char *name, const char *args,
-                          server_rec *s)
-{
-    const char *open = args ? strrchr(args, '(') : NULL;
-    apr_int64_t size, need = (apr_int64_t)reg->entries->nelts * RS_MIN_BYTES_PER_CERT;
-    if (strcmp(name, "shmcb") != 0 || !open)
-        return;
-    size = apr_atoi64(open + 1);
-    if (size > 0 && size < need)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "RS0012: ResilientStaplingCache %s: %" APR_INT64_T_FMT " bytes is small for "
-                     "%d certificates (at least %" APR_INT64_T_FMT " recommended): valid "
-                     "responses will be evicted and put back by the children (RS0222)",
-                     reg->cache_desc, size, reg->entries->nelts, need);
-}
+/* Arena of the shared responses: reserved per certificate (a response with
+ * a delegated signer chain is up to ~4 KiB), plus room for two of the
+ * largest. Only the pages written cost memory: the arena is filled from
+ * its start (rs_shm_staple.c), so what is touched follows the responses
+ * held, about their DER size rounded up to 128 bytes each. */
+#define ARENA_BYTES_PER_CERT (4 * 1024)
+#define ARENA_BYTES_BASE (2 * RS_MAX_RESPONSE_LEN)
 
 int rs_socache_open(const ap_socache_provider_t *provider, const char *name, const char *args,
                     const char *ns, ap_socache_instance_t **inst, const char **desc,
@@ -90,41 +72,48 @@ int rs_socache_open(const ap_socache_provider_t *provider, const char *name, con
 int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
                     apr_pool_t *ptemp, server_rec *s)
 {
-    const char *name = g->cache_provider ? g->cache_provider : "shmcb";
-    const char *args = g->cache_args;
-    int rc;
+    const char *name = g->cache_provider;
+    const ap_socache_provider_t *provider;
 
-    reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
-                                    AP_SOCACHE_PROVIDER_VERSION);
-    if (reg->cache && !(reg->cache->flags & AP_SOCACHE_FLAG_NOTMPSAFE)) {
-        /* memcache, redis: a cache other servers can share. This server's
-         * children still share through a shmcb of their own, so that the
-         * fleet cache failing does not make each child fetch for itself. */
-        if ((rc = rs_fleet_create(reg, name, args, pconf, ptemp, s)) != OK)
-            return rc;
-        name = "shmcb";
-        reg->cache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
-                                        AP_SOCACHE_PROVIDER_VERSION);
-        args = NULL;
-    }
-    if (!reg->cache) {
+    if (!name)
+        return OK;
+    provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name, AP_SOCACHE_PROVIDER_VERSION);
+    if (!provider) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
                      "RS0001: ResilientStaplingCache: provider '%s' is not available "
                      "(LoadModule socache_%s_module?)", name, name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (!args && !strcmp(name, "shmcb")) {
-        apr_size_t size = CACHE_BYTES_BASE
-                          + (apr_size_t)reg->entries->nelts * CACHE_BYTES_PER_CERT;
-        args = apr_psprintf(pconf, "%s(%" APR_SIZE_T_FMT ")",
-                            ap_runtime_dir_relative(pconf, "resilient_stapling_cache"), size);
-    }
-    if ((rc = rs_socache_open(reg->cache, name, args, "resilient-stapling", &reg->cache_inst,
-                              &reg->cache_desc, pconf, ptemp, s)) != OK)
-        return rc;
-    apr_pool_cleanup_register(pconf, reg, cache_destroy, apr_pool_cleanup_null);
-    warn_if_small(reg, name, args, s);
+    /* memcache, redis: a cache other servers can share */
+    if (!(provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE))
+        return rs_fleet_create(reg, name, g->cache_args, pconf, ptemp, s);
+    /* shmcb, dbm...: what they did, the shared memory does */
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                 "RS0012: ResilientStaplingCache %s%s%s is not needed and not used: the "
+                 "children of this server share the responses in shared memory sized for "
+                 "the certificates", name, g->cache_args ? ":" : "",
+                 g->cache_args ? g->cache_args : "");
     return OK;
+}
+
+/* When the scheduler next has to look at a certificate: when it may be
+ * claimed (rs_state_claim: due and no live lease), or when time alone
+ * moves its alert on (rs_alert_of: expiring at 3/4 of the lifetime,
+ * expired at nextUpdate), whichever is first. */
+static apr_time_t due_of(const rs_state_t *st)
+{
+    apr_time_t now = apr_time_now(), claim, alert = RS_DUE_NEVER;
+    apr_time_t tu = st->resp_this_update, nu = st->resp_next_update;
+    rs_alert_e cur = rs_alert_of(tu, nu, (int)st->resp_revoked, now);
+
+    claim = st->next_attempt > st->lease_until ? st->next_attempt : st->lease_until;
+    if ((int)cur != (int)st->alert)
+        alert = now;               /* not reported yet */
+    else if (cur == RS_ALERT_OK && nu)
+        alert = nu - (nu - tu) / 4;
+    else if (cur == RS_ALERT_EXPIRING || cur == RS_ALERT_REVOKED)
+        alert = nu;
+    return claim < alert ? claim : alert;
 }
 
 int rs_shared_state_get(rs_registry_t *reg, const rs_entry_t *e, rs_state_t *st)
@@ -143,68 +132,47 @@ void rs_shared_state_put(rs_registry_t *reg, const rs_entry_t *e, const rs_state
     rs_shared_entry_t *se = &reg->shared->entry[e->index];
     se->st = *st;
     se->present = 1;
+    rs_due_set(reg->due, e->index, due_of(st));
 }
 
-apr_status_t rs_cache_resp_get(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                               unsigned char *buf, apr_size_t cap, apr_size_t *plen,
-                               apr_pool_t *p)
+apr_status_t rs_shared_resp_put(rs_registry_t *reg, const rs_entry_t *e,
+                                const unsigned char *der, apr_size_t len,
+                                const rs_ocsp_result_t *res)
 {
-    unsigned char key[RS_KEY_LEN];
-    unsigned int len = (unsigned int)cap;
-    apr_status_t rv;
-    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
-    rv = reg->cache->retrieve(reg->cache_inst, s, key, RS_KEY_LEN, buf, &len, p);
-    *plen = len;
-    return rv;
+    return rs_shm_staple_set(reg->staples, e->index, der, len, res->this_update,
+                             res->next_update, res->verdict == RS_VERDICT_REVOKED);
 }
 
-apr_status_t rs_cache_resp_put(rs_registry_t *reg, server_rec *s, const rs_entry_t *e,
-                               const unsigned char *der, apr_size_t len, apr_time_t next_update,
-                               apr_pool_t *p)
+static apr_size_t align64(apr_size_t x)
 {
-    unsigned char key[RS_KEY_LEN];
-    rs_record_key(key, RS_KEY_RESPONSE, e->cert->id);
-    /* the cache drops it at nextUpdate: an expired response is worth nothing */
-    return reg->cache->store(reg->cache_inst, s, key, RS_KEY_LEN, next_update,
-                             (unsigned char *)der, (unsigned int)len, p);
-}
-
-/* shmcb splits its segment into subcaches (mod_socache_shmcb's init: as
- * many as keep two index slots per subcache squared, at most 256) and an
- * object must fit in one subcache's data area: the same sums, doubled for
- * the index and the cyclic buffer's wrap. */
-apr_size_t rs_cache_size_for(apr_size_t len)
-{
-    apr_size_t size = CACHE_BYTES_BASE;
-    for (;;) {
-        apr_size_t num_idx = size / (1024 + RS_KEY_LEN), n = 256;
-        while (n > 1 && num_idx / n < 2 * n)
-            n /= 2;
-        if (size / n >= 2 * len || size >= ((apr_size_t)1 << 40))
-            return size;
-        size *= 2;
-    }
-}
-
-void rs_cache_changed(rs_registry_t *reg, const rs_entry_t *e)
-{
-    apr_atomic_inc32(&reg->shared->entry[e->index].version);
-    apr_atomic_inc32(&reg->shared->generation);
+    return (x + 63) & ~(apr_size_t)63;
 }
 
 int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s)
 {
-    apr_size_t size = sizeof(rs_shared_t)
-                      + sizeof(rs_shared_entry_t) * (apr_size_t)reg->entries->nelts;
-    /* anonymous: inherited by the children of this generation only */
+    int n = reg->entries->nelts;
+    apr_size_t state = align64(sizeof(rs_shared_t) + sizeof(rs_shared_entry_t) * (apr_size_t)n);
+    apr_size_t due = align64(rs_due_size(n));
+    apr_size_t arena = ARENA_BYTES_BASE + (apr_size_t)n * ARENA_BYTES_PER_CERT;
+    apr_size_t size = state + due + rs_shm_staple_size(n, arena), used, reserved;
+    char *base;
+    /* anonymous: inherited by the children of this generation only, and
+     * its pages are allocated when first written */
     apr_status_t rv = apr_shm_create(&reg->shm, size, NULL, pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
                      "RS0004: cannot create %" APR_SIZE_T_FMT " bytes of shared memory", size);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    reg->shared = apr_shm_baseaddr_get(reg->shm);
-    memset(reg->shared, 0, size);
+    base = apr_shm_baseaddr_get(reg->shm);
+    reg->shared = (rs_shared_t *)(void *)base;
+    memset(reg->shared, 0, state);
+    reg->due = rs_due_init(base + state, n);
+    /* the arena is not cleared: untouched, it costs nothing */
+    reg->staples = rs_shm_staple_init(base + state + due, n, arena);
+    rs_shm_staple_usage(reg->staples, &used, &reserved);
+    reg->cache_desc = apr_psprintf(pconf, "shared memory (%" APR_SIZE_T_FMT " KiB reserved for "
+                                   "responses, used as they come)", reserved / 1024);
     return OK;
 }
 
@@ -218,10 +186,8 @@ int rs_shared_force(rs_registry_t *reg, const rs_entry_t *e, apr_time_t now,
         return 0;
     rs_shared_state_get(reg, e, &st);
     forced = rs_state_force(&st, now, &reg->shared->entry[e->index].forced_at, min_interval);
-    if (forced) {
+    if (forced)
         rs_shared_state_put(reg, e, &st);
-        rs_cache_changed(reg, e);
-    }
     apr_global_mutex_unlock(reg->mutex);
     return forced;
 }
@@ -254,10 +220,7 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
         rs_store_remove(reg->store_dir, e->cert->id, p);
     }
     else if (rv == APR_SUCCESS) {
-        /* held even if the cache cannot take it (too large): the children
-         * then read it from the store */
-        rs_cache_resp_put(reg, s, e, der, len, res.next_update, p);
-        have_resp = 1;
+        have_resp = rs_shared_resp_put(reg, e, der, len, &res) == APR_SUCCESS;
     }
 
     if (rs_store_load(reg->store_dir, e->cert->id, RS_STORE_STATE, p, &raw, &rawlen)
@@ -285,7 +248,6 @@ static void restore_one(rs_registry_t *reg, server_rec *s, rs_entry_t *e, apr_ti
     if (!have_resp && !st.fetches)
         return;
     rs_shared_state_put(reg, e, &st);
-    rs_cache_changed(reg, e);
     if (have_resp)
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "RS0301: restored the %s response for %s from %s (valid until %s)",

@@ -1,11 +1,17 @@
-/* mod_resilient_stapling_refresh.c: the background refresher of one child.
+/* mod_resilient_stapling_refresh.c: the background refresher.
  *
- * One scheduler thread per child wakes at the next due time (at least every
- * SYNC_INTERVAL), picks up responses other children stored in the shared
- * cache, and for each due certificate takes the lease under the global
- * mutex. Fetches run on a small worker pool, outside any lock, each under a
- * total deadline; their result is applied to the shared state under the
- * mutex (rs_sched.h decides) and installed in this child's staple.
+ * Every child starts one, but one child at a time schedules for the whole
+ * server (the leader: a term in shared memory it renews while it runs; a
+ * child that dies loses it within LEADER_TERM). The leader sleeps until
+ * the earliest due time of any certificate (rs_due.h, in shared memory),
+ * looks only at what is due, takes its lease and one of the server's fetch
+ * slots under the global mutex, and hands the fetch to a worker pool.
+ * Fetches run outside any lock, each under a total deadline; their result
+ * is applied to the shared state under the mutex (rs_sched.h decides), and
+ * a newer response is written once, into the shared memory every child's
+ * handshakes read (rs_shm_staple.h). The other children sleep until the
+ * leader's term would end. Nothing walks all certificates while nothing is
+ * due, and adding children adds no scheduling work.
  */
 #include <apr_atomic.h>
 #include <apr_strings.h>
@@ -29,17 +35,19 @@ APLOG_USE_MODULE(resilient_stapling);
  * in this child wakes the scheduler at once). */
 #define SLOT_RETRY apr_time_from_msec(100)
 #define MAX_FULL_RESPONDERS 16
-/* How stale a child's view of responses fetched by other children may get;
- * shorter while a certificate has nothing to staple (right after start),
- * since a handshake landing on this child would go unstapled. A sync that
- * finds nothing new is one small cache read. */
-#define SYNC_INTERVAL apr_time_from_msec(1000)
-#define SYNC_INTERVAL_EMPTY apr_time_from_msec(100)
-/* shmcb is a cyclic buffer: frequent state updates push old records out,
- * however valid. Every child checks this often that the cache still holds
- * what it serves, and puts back what was lost. */
-#define AUDIT_INTERVAL apr_time_from_sec(15)
-/* How often each child reads the fleet's generation record (one small
+/* How long the leader holds the role without renewing it; it renews at
+ * every wake, and wakes at least every LEADER_POLL: that is also how late
+ * it notices a certificate made due by another child (an admin's refresh
+ * through the status page on that child). */
+#define LEADER_TERM apr_time_from_sec(5)
+#define LEADER_POLL apr_time_from_sec(1)
+/* The others wake when the term would end, spread over this much so that
+ * 150 prefork children do not all take the mutex at once. */
+#define FOLLOWER_SPREAD_MS 1000
+/* At most this many due certificates are looked at per pass (the rest in
+ * the next one: the fetch slots are far fewer anyway). */
+#define MAX_DUE_PASS 256
+/* How often the leader reads the fleet's generation record (one small
  * read): the sync delay between servers is about this. */
 #define FLEET_POLL apr_time_from_msec(500)
 /* How often a server compares all its responses with the fleet cache even
@@ -64,32 +72,22 @@ struct refresher_t {
     server_rec *s;
     apr_pool_t *pool;
     apr_thread_t *thread;
-    apr_thread_mutex_t *lock; /* guards cond, and in_flight/local_next of the entries */
+    apr_thread_mutex_t *lock; /* guards cond and in_flight */
     apr_thread_cond_t *cond;
     apr_thread_pool_t *workers;
+    /* made when this child first leads (lead()), NULL before: */
     task_t *tasks;            /* one per entry, same index: no allocation per fetch */
+    unsigned char *in_flight; /* per entry: a worker of this child fetches it; lock */
+    int *due;                 /* MAX_DUE_PASS indexes found due; scheduler thread only */
     rs_notifier_t *notifier;  /* NULL without ResilientStaplingNotifyCmd */
-    unsigned char *scratch;   /* RS_MAX_RESPONSE_LEN, for the scheduler thread's reads */
     apr_uint32_t stopping;    /* atomic */
     apr_uint64_t owner;       /* this child's lease token */
     apr_uint32_t lease_gap;   /* atomic: usual lease read-to-write time, us */
-    apr_uint32_t seen_generation;
-    int synced;
-    apr_time_t next_audit;
+    int leading;              /* this child schedules for the server; scheduler thread */
     apr_time_t slots_busy_until; /* all fetch slots were busy: no timed wake before */
     apr_uint32_t fleet_polling;  /* a fleet poll is queued or running; atomic */
     apr_time_t fleet_next_poll;  /* scheduler thread only */
 };
-
-/* A response another child stored, copied out under the mutex; der NULL:
- * not in the cache (too large for it, or evicted), read from the store
- * once the mutex is released. */
-typedef struct {
-    rs_entry_t *e;
-    unsigned char *der;
-    apr_size_t len;
-    int lost;            /* and this child has nothing valid to staple */
-} pickup_t;
 
 static double jitter(void)
 {
@@ -115,16 +113,6 @@ static int is_stopping(void *baton)
     return apr_atomic_read32(&((refresher_t *)baton)->stopping) != 0;
 }
 
-/* --- installing responses in this child --- */
-
-/* A verified response, offered to this child's staple. */
-static int offer(rs_entry_t *e, const unsigned char *der, apr_size_t len,
-                 const rs_ocsp_result_t *res, apr_time_t now)
-{
-    return rs_staple_offer(e->staple, der, len, res->this_update, res->next_update,
-                           res->verdict == RS_VERDICT_REVOKED, now);
-}
-
 /* A response read from a cache is verified like one from the network: the
  * cache may be memcached or Redis, trusted no more than the network. code,
  * kind and desc name the cache in the log line when it is not valid. */
@@ -134,177 +122,6 @@ static void log_invalid(refresher_t *r, rs_entry_t *e, const char *code, const c
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s,
                  "%s: response for %s in the %s cache %s is not valid (%s: %s), ignored", code,
                  e->cert->subject, kind, desc, rs_verdict_name(res->verdict), res->detail);
-}
-
-static int verify_cached(refresher_t *r, rs_entry_t *e, const unsigned char *der,
-                         apr_size_t len, apr_time_t now, const char *code, const char *kind,
-                         const char *desc, rs_ocsp_result_t *res)
-{
-    rs_ocsp_check(e->cert, der, len, now, r->reg->skew, res);
-    if (rs_verdict_is_valid(res->verdict))
-        return 1;
-    log_invalid(r, e, code, kind, desc, res);
-    return 0;
-}
-
-static void install_from_cache(refresher_t *r, rs_entry_t *e, unsigned char *der,
-                               apr_size_t len, apr_time_t now, apr_pool_t *p)
-{
-    rs_ocsp_result_t res;
-
-    if (verify_cached(r, e, der, len, now, "RS0220", "shared", r->reg->cache_desc, &res)
-        && offer(e, der, len, &res, now))
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
-                     "RS0221: picked up the response for %s from the shared cache "
-                     "(nextUpdate %s)", e->cert->subject, fmt_time(p, res.next_update));
-}
-
-/* A response the server holds that the shared cache does not (too large
- * for it, or evicted): the store has it, verified like any other. */
-static int install_from_store(refresher_t *r, rs_entry_t *e, apr_time_t now, apr_pool_t *p)
-{
-    rs_ocsp_result_t res;
-    unsigned char *der;
-    apr_size_t len;
-
-    if (rs_store_load(r->reg->store_dir, e->cert->id, RS_STORE_RESPONSE, p, &der, &len)
-        != APR_SUCCESS
-        || !verify_cached(r, e, der, len, now, "RS0224", "store", r->reg->store_dir, &res))
-        return 0;
-    offer(e, der, len, &res, now);
-    return 1;
-}
-
-/* Put back a valid response this child serves but the cache lost (shmcb
- * evicts the oldest records when it runs out of room). Caller holds the
- * global mutex, and logs (RS0222) after releasing it: 1 if put back. */
-static int repopulate(refresher_t *r, rs_entry_t *e, rs_state_t *st, apr_time_t now,
-                       apr_pool_t *p)
-{
-    unsigned char *der;
-    apr_size_t len, cached_len;
-    apr_time_t this_update, next_update;
-
-    if (rs_staple_copy(e->staple, p, &der, &len, &this_update, &next_update) != APR_SUCCESS
-        || next_update <= now
-        /* another child stored a newer one: it is that one the cache lost */
-        || (st->resp_this_update
-            && rs_sched_should_replace(this_update, next_update, st->resp_this_update,
-                                       st->resp_next_update, now))
-        || (st->resp_this_update
-            && rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN,
-                                 &cached_len, p) == APR_SUCCESS))
-        return 0;
-    if (rs_cache_resp_put(r->reg, r->s, e, der, len, next_update, p) != APR_SUCCESS)
-        return 0;
-    if (st->resp_this_update != this_update || st->resp_next_update != next_update) {
-        st->resp_this_update = this_update;
-        st->resp_next_update = next_update;
-        st->resp_revoked = rs_staple_revoked(e->staple);
-        rs_shared_state_put(r->reg, e, st);
-    }
-    rs_cache_changed(r->reg, e);
-    return 1;
-}
-
-/* Pick up what other children stored. Which certificates changed is read
- * from shared memory without any lock; the cache is read (under the mutex,
- * one certificate at a time) only for those, and for all of them during an
- * audit. */
-static void sync_from_cache(refresher_t *r, apr_time_t now, apr_pool_t *p)
-{
-    apr_array_header_t *entries = r->reg->entries;
-    apr_array_header_t *fresh = apr_array_make(p, 4, sizeof(pickup_t));
-    apr_uint32_t gen = apr_atomic_read32(&r->reg->shared->generation);
-    int i, audit = now >= r->next_audit;
-
-    if (r->synced && gen == r->seen_generation && !audit)
-        return;
-    if (audit)
-        r->next_audit = now + AUDIT_INTERVAL;
-    /* a change during the scan bumps the generation again: seen next time */
-    r->seen_generation = gen;
-    r->synced = 1;
-    /* a stopping child leaves at once: its exit must not wait for a walk
-     * of every certificate (under prefork, 50 children at once) */
-    for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
-        apr_uint32_t version = apr_atomic_read32(&r->reg->shared->entry[e->index].version);
-        apr_time_t this_update, next_update;
-        rs_state_t st;
-        apr_size_t len;
-        int in_flight, put_back, lost;
-
-        if (!audit && version == e->seen_version)
-            continue;
-        if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
-            return;
-        rs_shared_state_get(r->reg, e, &st);
-        apr_thread_mutex_lock(r->lock);
-        in_flight = e->in_flight;
-        if (!in_flight) /* may move earlier: a refresh requested on the status page */
-            e->local_next = st.next_attempt;
-        apr_thread_mutex_unlock(r->lock);
-        put_back = audit && !in_flight && repopulate(r, e, &st, now, p);
-        lost = 0;
-        rs_staple_times(e->staple, &this_update, &next_update);
-        /* thisUpdate has whole seconds: a response fetched in the same
-         * second as ours differs in nextUpdate only (rs_staple_offer keeps
-         * whichever is newer) */
-        if (st.resp_this_update
-            && (st.resp_this_update != this_update || st.resp_next_update != next_update)) {
-            if (rs_cache_resp_get(r->reg, r->s, e, r->scratch, RS_MAX_RESPONSE_LEN, &len, p)
-                == APR_SUCCESS) {
-                pickup_t *pk = apr_array_push(fresh);
-                pk->e = e;
-                pk->der = apr_pmemdup(p, r->scratch, len);
-                pk->len = len;
-                pk->lost = 0;
-            }
-            else if (r->reg->store_dir) {
-                pickup_t *pk = apr_array_push(fresh);
-                pk->e = e;
-                pk->der = NULL;
-                pk->lost = next_update <= now && st.resp_next_update > now && !in_flight;
-            }
-            else if (next_update <= now && st.resp_next_update > now && !in_flight) {
-                /* a valid response exists but the cache evicted it before this
-                 * child got it: fetch it here rather than staple nothing */
-                apr_thread_mutex_lock(r->lock);
-                e->cache_lost = 1;
-                e->local_next = now;
-                apr_thread_mutex_unlock(r->lock);
-                lost = 1;
-            }
-        }
-        apr_global_mutex_unlock(r->reg->mutex);
-        e->seen_version = version;
-        /* the error log is a file: written with no cross-process lock held */
-        if (put_back)
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                         "RS0222: the shared cache %s had lost the response for %s; put back "
-                         "the one valid until %s (a larger cache avoids this)",
-                         r->reg->cache_desc, e->cert->subject, fmt_time(p, next_update));
-        if (lost)
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
-                         "RS0223: the response for %s is gone from the shared cache; "
-                         "fetching it for this child", e->cert->subject);
-    }
-
-    /* verification (and reading the store) after the mutex is released */
-    for (i = 0; i < fresh->nelts && !apr_atomic_read32(&r->stopping); i++) {
-        pickup_t *pk = &APR_ARRAY_IDX(fresh, i, pickup_t);
-        if (pk->der)
-            install_from_cache(r, pk->e, pk->der, pk->len, now, p);
-        else if (!install_from_store(r, pk->e, now, p) && pk->lost) {
-            /* a valid response exists but neither the cache nor the store
-             * has it for this child: fetch it here rather than staple nothing */
-            apr_thread_mutex_lock(r->lock);
-            pk->e->cache_lost = 1;
-            pk->e->local_next = now;
-            apr_thread_mutex_unlock(r->lock);
-        }
-    }
 }
 
 /* --- alerts --- */
@@ -353,8 +170,8 @@ static void report(refresher_t *r, rs_entry_t *e, const char *event, const rs_st
 /* --- the fleet (memcache, redis) --- */
 
 /* A verified response another server stored in the fleet cache becomes
- * this server's, as if this server had fetched it: shared cache, shared
- * state, store, this child's staple. Releases this child's lease and slot
+ * this server's, as if this server had fetched it: shared memory (every
+ * child staples it), shared state, store. Releases this child's lease and slot
  * (slot < 0: none). Returns 1 if it was newer than ours. */
 static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_size_t len,
                  const rs_ocsp_result_t *res, int slot, apr_time_t now, apr_time_t *next,
@@ -368,9 +185,8 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
     rs_shared_state_get(r->reg, e, &st);
     if (rs_sched_should_replace(st.resp_this_update, st.resp_next_update, res->this_update,
                                 res->next_update, now)
-        && rs_cache_resp_put(r->reg, r->s, e, der, len, res->next_update, p) == APR_SUCCESS) {
+        && rs_shared_resp_put(r->reg, e, der, len, res) == APR_SUCCESS) {
         rs_state_adopt(&st, now, res, &r->reg->sched, jitter());
-        rs_cache_changed(r->reg, e);
         newer = 1;
     }
     else if (slot >= 0)
@@ -385,7 +201,6 @@ static int adopt(refresher_t *r, rs_entry_t *e, const unsigned char *der, apr_si
     if (!newer)
         return 0;
     rs_store_write(r->reg, r->s, e, der, len, p);
-    offer(e, der, len, res, now);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
                  "RS0603: took the %s response for %s (valid until %s) from the fleet cache %s",
                  rs_verdict_name(res->verdict), e->cert->subject, fmt_time(p, res->next_update),
@@ -639,8 +454,8 @@ static void fleet_scan(refresher_t *r, apr_pool_t *p)
         if (valid)
             adopt(r, e, buf, len, &res, -1, now, NULL, ip);
         /* ours is put back when the fleet's is missing, invalid or older */
-        if (rs_staple_copy(e->staple, ip, &der, &len, &this_update, &next_update)
-                != APR_SUCCESS
+        if (rs_shm_staple_copy(reg->staples, e->index, ip, &der, &len, &this_update,
+                               &next_update) != APR_SUCCESS
             || next_update <= now
             || (valid && !rs_sched_should_replace(res.this_update, res.next_update,
                                                   this_update, next_update, now)))
@@ -730,7 +545,7 @@ static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *r
                      fmt_time(p, res->revocation_time), res->revocation_reason);
         return;
     }
-    rs_staple_times(e->staple, &this_update, &next_update);
+    rs_shm_staple_times(r->reg->staples, e->index, &this_update, &next_update, NULL);
     /* a Must-Staple certificate with nothing to staple is an outage */
     ap_log_error(APLOG_MARK,
                  next_update <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
@@ -761,7 +576,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     char err[sizeof(res.detail)];
     apr_time_t start = apr_time_now(), now;
     apr_status_t rv;
-    int newest = 0, shared = 0;
+    int newest = 0, no_room = 0;
     const char *event = NULL;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
@@ -797,15 +612,12 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
         /* the single place where a fetched response may replace the stored one */
         newest = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
                                          res.this_update, res.next_update, now);
-        if (newest) {
-            shared = rs_cache_resp_put(r->reg, r->s, e, body, len, res.next_update, p)
-                     == APR_SUCCESS;
-            if (shared)
-                rs_cache_changed(r->reg, e);
+        /* from here every child staples it; without room for it in the
+         * shared memory it is not held (RS0204) */
+        if (newest && rs_shared_resp_put(r->reg, e, body, len, &res) != APR_SUCCESS) {
+            newest = 0;
+            no_room = 1;
         }
-        /* the server holds it even when the cache cannot: scheduled as held
-         * (no refetch at every retry minimum), the other children read it
-         * from the store */
         rs_state_success(&st, now, &res, newest, &r->reg->sched, jitter());
     }
     else {
@@ -818,27 +630,19 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);
-    next_attempt = st.next_attempt;
 
     /* logging and disk I/O after the mutex is released */
-    if (newest && !shared)
+    if (no_room)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
                      "RS0204: the response for %s (%" APR_SIZE_T_FMT " bytes) does not fit in "
-                     "the shared cache %s; %s; ResilientStaplingCache shmcb:PATH(%" APR_SIZE_T_FMT
-                     ") or larger holds it", e->cert->subject, len, r->reg->cache_desc,
-                     r->reg->store_dir ? "the other children read it from the store"
-                                       : "every child fetches it for itself (no store)",
-                     rs_cache_size_for(len));
+                     "the %s: not stapled (responses of this server average more than %d "
+                     "bytes?)", e->cert->subject, len, r->reg->cache_desc, 4096);
     if (r->reg->fleet)
         fleet_after_fetch(r, e, newest, body, len, res.next_update,
                           !rs_verdict_is_valid(res.verdict), st.next_attempt);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
-    if (newest && !shared && r->reg->store_dir)
-        rs_cache_changed(r->reg, e); /* now in the store: the other children read it */
     rs_store_write_state(r->reg, r->s, e, &st, p);
-    if (rs_verdict_is_valid(res.verdict))
-        offer(e, body, len, &res, now);
     log_attempt(r, e, &res, &st, now - start, now, p);
     if (event)
         report(r, e, event, &st, now, p);
@@ -846,10 +650,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
 done:
     apr_pool_destroy(p);
     apr_thread_mutex_lock(r->lock);
-    if (next_attempt)
-        e->local_next = next_attempt;
-    e->in_flight = 0;
-    e->cache_lost = 0;
+    r->in_flight[e->index] = 0;
     apr_thread_cond_signal(r->cond);
     apr_thread_mutex_unlock(r->lock);
     return NULL;
@@ -857,21 +658,21 @@ done:
 
 /* --- the scheduler --- */
 
-static void claim_due(refresher_t *r, apr_time_t now)
+/* The certificates of the due list (ndue of r->due) */
+static void claim_due(refresher_t *r, int ndue, apr_time_t now)
 {
     apr_array_header_t *entries = r->reg->entries;
     apr_uint32_t full[MAX_FULL_RESPONDERS]; /* responders at their share, this pass */
-    int i, k, nfull = 0;
+    int d, i, k, nfull = 0;
 
-    for (i = 0; i < entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(entries, i, rs_entry_t *);
+    for (d = 0; d < ndue && !apr_atomic_read32(&r->stopping); d++) {
+        rs_entry_t *e = APR_ARRAY_IDX(entries, i = r->due[d], rs_entry_t *);
         rs_state_t st;
-        int claimed, skip, force, slot = RS_SLOTS_FULL;
+        int claimed, skip, slot = RS_SLOTS_FULL;
         task_t *t;
 
         apr_thread_mutex_lock(r->lock);
-        skip = e->in_flight || e->local_next > now;
-        force = e->cache_lost;
+        skip = r->in_flight[i];
         apr_thread_mutex_unlock(r->lock);
         for (k = 0; !skip && k < nfull; k++)
             skip = full[k] == e->responder;
@@ -883,7 +684,7 @@ static void claim_due(refresher_t *r, apr_time_t now)
         /* a time from before a clock step, a state file, another server */
         if (rs_state_bound(&st, now, &r->reg->sched))
             rs_shared_state_put(r->reg, e, &st);
-        claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched, force);
+        claimed = rs_state_claim(&st, r->owner, now, &r->reg->sched, 0);
         if (claimed) {
             /* due and free: now it needs one of the server's fetch slots */
             slot = rs_slots_take(&r->reg->shared->slots, r->reg->max_fetches, e->responder,
@@ -907,46 +708,35 @@ static void claim_due(refresher_t *r, apr_time_t now)
             r->slots_busy_until = now + SLOT_RETRY;
             continue;
         }
+        if (!claimed)
+            continue; /* someone else is on it, or it is not due: its due time says when */
         apr_thread_mutex_lock(r->lock);
-        if (!claimed) {
-            /* someone else is on it, or it is not due: look again then */
-            e->local_next = st.next_attempt > now ? st.next_attempt : st.lease_until;
-            apr_thread_mutex_unlock(r->lock);
-            continue;
-        }
         t = &r->tasks[i];
         t->slot = slot;
-        e->in_flight = 1;
-        e->local_next = st.lease_until;
+        r->in_flight[i] = 1;
         apr_thread_mutex_unlock(r->lock);
         if (apr_thread_pool_push(r->workers, fetch_task, t, APR_THREAD_TASK_PRIORITY_NORMAL,
                                  r) != APR_SUCCESS) {
             apr_thread_mutex_lock(r->lock);
-            e->in_flight = 0;
+            r->in_flight[i] = 0;
             apr_thread_mutex_unlock(r->lock);
         }
     }
 }
 
-/* Time moves a certificate into "expiring" or "expired" without any fetch.
- * The shared state is only read when this child's own view changed. */
-static void check_alerts(refresher_t *r, apr_time_t now, apr_pool_t *p)
+/* Time moves a certificate into "expiring" or "expired" without any fetch:
+ * its due time includes when that happens (rs_shared_state_put), so only
+ * the certificates of the due list are looked at. */
+static void check_alerts(refresher_t *r, int ndue, apr_time_t now, apr_pool_t *p)
 {
-    int i;
-    for (i = 0; i < r->reg->entries->nelts && !apr_atomic_read32(&r->stopping); i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
-        apr_time_t this_update, next_update;
-        rs_alert_e mine;
+    int d;
+    for (d = 0; d < ndue && !apr_atomic_read32(&r->stopping); d++) {
+        rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, r->due[d], rs_entry_t *);
         const char *event = NULL;
         rs_state_t st;
 
-        rs_staple_times(e->staple, &this_update, &next_update);
-        mine = rs_alert_of(this_update, next_update, rs_staple_revoked(e->staple), now);
-        if ((int)mine == e->alert_seen)
-            continue;
-        e->alert_seen = (int)mine;
         if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
-            continue;
+            return;
         if (rs_shared_state_get(r->reg, e, &st)
             && (event = alert_transition(&st, now)) != NULL)
             rs_shared_state_put(r->reg, e, &st);
@@ -956,21 +746,93 @@ static void check_alerts(refresher_t *r, apr_time_t now, apr_pool_t *p)
     }
 }
 
+/* --- who schedules: one child of the server at a time --- */
+
+/* 1 if this child is (still, or now) the server's leader. A child that is
+ * not reads two words and goes back to sleep; the mutex is taken only to
+ * renew the term or to take over one that ran out. */
+static int lead(refresher_t *r, apr_time_t now)
+{
+    rs_shared_t *sh = r->reg->shared;
+    int me;
+
+    if (__atomic_load_n(&sh->leader_until, __ATOMIC_RELAXED) > now
+        && __atomic_load_n(&sh->leader, __ATOMIC_RELAXED) != r->owner)
+        return r->leading = 0;
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return r->leading = 0;
+    me = sh->leader == r->owner || sh->leader_until <= now;
+    if (me) {
+        __atomic_store_n(&sh->leader, r->owner, __ATOMIC_RELAXED);
+        __atomic_store_n(&sh->leader_until, now + LEADER_TERM, __ATOMIC_RELAXED);
+    }
+    apr_global_mutex_unlock(r->reg->mutex);
+    if (me && !r->tasks) {
+        /* per-certificate bookkeeping only in a child that fetches: under
+         * prefork, 150 children x 10,000 certificates would otherwise be
+         * 37 MB of private memory for nothing */
+        int i, n = r->reg->entries->nelts;
+        apr_thread_mutex_lock(r->lock);
+        r->in_flight = apr_pcalloc(r->pool, (apr_size_t)n);
+        r->due = apr_palloc(r->pool, sizeof(int) * MAX_DUE_PASS);
+        r->tasks = apr_pcalloc(r->pool, sizeof(task_t) * (apr_size_t)n);
+        for (i = 0; i < n; i++) {
+            r->tasks[i].r = r;
+            r->tasks[i].e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
+        }
+        apr_thread_mutex_unlock(r->lock);
+    }
+    if (me && !r->leading)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, r->s,
+                     "RS0230: this child (pid %" APR_PID_T_FMT ") now schedules the fetches of "
+                     "the server", getpid());
+    return r->leading = me;
+}
+
+/* A stopping leader hands the role on: the next child to wake takes it. */
+static void resign(refresher_t *r)
+{
+    rs_shared_t *sh = r->reg->shared;
+    if (!r->leading || apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return;
+    if (sh->leader == r->owner)
+        __atomic_store_n(&sh->leader_until, 0, __ATOMIC_RELAXED);
+    apr_global_mutex_unlock(r->reg->mutex);
+}
+
+/* What is due now, from the shared heap (under the mutex: writers move it). */
+static int collect_due(refresher_t *r, apr_time_t now)
+{
+    int n;
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        return 0;
+    n = rs_due_collect(r->reg->due, now, r->due, MAX_DUE_PASS);
+    apr_global_mutex_unlock(r->reg->mutex);
+    return n;
+}
+
 static apr_time_t next_wakeup(refresher_t *r, apr_time_t now)
 {
-    apr_time_t wake = now + SYNC_INTERVAL;
-    int i;
-    for (i = 0; i < r->reg->entries->nelts; i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(r->reg->entries, i, rs_entry_t *);
-        apr_time_t this_update, next_update;
-        if (!e->in_flight && e->local_next < wake)
-            wake = e->local_next;
-        rs_staple_times(e->staple, &this_update, &next_update);
-        if (next_update <= now && now + SYNC_INTERVAL_EMPTY < wake)
-            wake = now + SYNC_INTERVAL_EMPTY;
+    apr_time_t wake, due;
+
+    if (!r->leading) {
+        apr_uint32_t v = 0;
+        apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
+        wake = __atomic_load_n(&r->reg->shared->leader_until, __ATOMIC_RELAXED);
+        if (wake < now)
+            wake = now;
+        return wake + apr_time_from_msec(v % FOLLOWER_SPREAD_MS);
     }
+    wake = now + LEADER_POLL;
+    due = rs_due_next(r->reg->due);
+    if (due < wake)
+        wake = due;
     if (r->reg->fleet && r->fleet_next_poll < wake)
         wake = r->fleet_next_poll > now ? r->fleet_next_poll : now + FLEET_POLL;
+    /* still due after this pass: waiting for a fetch slot (a fetch ending
+     * here wakes us at once) */
+    if (wake <= now)
+        wake = now + SLOT_RETRY;
     return wake < r->slots_busy_until ? r->slots_busy_until : wake;
 }
 
@@ -985,11 +847,14 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
         apr_time_t now = apr_time_now(), wake;
 
         apr_pool_clear(p);
-        if (r->reg->fleet)
-            fleet_tick(r, now);
-        sync_from_cache(r, now, p);
-        claim_due(r, now);
-        check_alerts(r, now, p);
+        if (lead(r, now)) {
+            int ndue;
+            if (r->reg->fleet)
+                fleet_tick(r, now);
+            ndue = collect_due(r, now);
+            check_alerts(r, ndue, now, p);
+            claim_due(r, ndue, now);
+        }
 
         apr_thread_mutex_lock(r->lock);
         wake = next_wakeup(r, apr_time_now());
@@ -998,6 +863,7 @@ static void *APR_THREAD_FUNC scheduler(apr_thread_t *thread, void *data)
             apr_thread_cond_timedwait(r->cond, r->lock, wake - now);
         apr_thread_mutex_unlock(r->lock);
     }
+    resign(r);
     return NULL;
 }
 
@@ -1026,7 +892,6 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
 {
     refresher_t *r = apr_pcalloc(pchild, sizeof(*r));
     apr_status_t rv;
-    int i;
 
     /* everything the refresher's threads allocate from comes from r->pool:
      * pchild's allocator is not theirs to use (rs_thread_pool_create) */
@@ -1034,12 +899,6 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
         return rv;
     r->reg = reg;
     r->notifier = notifier;
-    r->scratch = apr_palloc(r->pool, RS_MAX_RESPONSE_LEN);
-    r->tasks = apr_pcalloc(r->pool, sizeof(task_t) * (apr_size_t)reg->entries->nelts);
-    for (i = 0; i < reg->entries->nelts; i++) {
-        r->tasks[i].r = r;
-        r->tasks[i].e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
-    }
     r->s = s;
     if (reg->fleet)
         rs_fleet_child_init(reg, s);
@@ -1049,15 +908,9 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
         || (rv = apr_thread_cond_create(&r->cond, r->pool)) != APR_SUCCESS
         || (rv = apr_thread_pool_create(&r->workers, 0, (apr_size_t)reg->max_fetches, r->pool)) != APR_SUCCESS)
         return rv;
-    /* Responses already in the cache (restored from the store, or fetched by
-     * other children) are installed before this child takes its first
-     * connection: right after a restart the first handshake is stapled. */
-    {
-        apr_pool_t *p;
-        apr_pool_create(&p, r->pool);
-        sync_from_cache(r, apr_time_now(), p);
-        apr_pool_destroy(p);
-    }
+    /* nothing to pick up before the first connection: the responses
+     * restored from the store, or fetched by other children, are in the
+     * shared memory every handshake reads */
     if ((rv = apr_thread_create(&r->thread, NULL, scheduler, r, r->pool)) != APR_SUCCESS)
         return rv;
     apr_pool_pre_cleanup_register(pchild, r, refresher_stop);
