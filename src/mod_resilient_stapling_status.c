@@ -243,8 +243,8 @@ static const char *validity_bar(apr_pool_t *p, const row_t *row, int renew_pct, 
                         "aria-label=\"validity\"><title>valid %s to %s UTC; renewal due %s UTC"
                         "</title><rect width=\"%d\" height=\"%d\" fill=\"#e4e4e4\"/>"
                         "<rect width=\"%d\" height=\"%d\" class=\"f-%s\"/>"
-                        "<rect x=\"%d\" width=\"2\" height=\"%d\" fill=\"#333\"/>"
-                        "<rect x=\"%d\" y=\"0\" width=\"2\" height=\"%d\" fill=\"#06c\"/>"
+                        "<rect x=\"%d\" width=\"2\" height=\"%d\" fill=\"#06c\"/>"
+                        "<rect x=\"%d\" width=\"2\" height=\"%d\" fill=\"#111\"/>"
                         "</svg>",
                         BAR_W, BAR_H, BAR_W, BAR_H, html_time(p, row->this_update),
                         html_time(p, row->next_update), html_time(p, renew_at), BAR_W, BAR_H,
@@ -265,7 +265,8 @@ static const char *fetch_counts(apr_pool_t *p, const rs_state_t *st)
                 by = apr_psprintf(p, "%s%s%s %s %u", by, *by ? "<br>" : "",
                                   rs_method_name((rs_method_e)m), rs_result_name((rs_result_e)k),
                                   st->attempts[m][k]);
-    return apr_psprintf(p, "<span class=\"chip%s\">%u in a row</span><br>%u fetched, %u failed"
+    return apr_psprintf(p, "<span class=\"chip%s\">%u in a row</span><br>%u fetched, "
+                           "%u failed"
                            "%s%s%s", st->failures ? " bad" : "", st->failures, st->fetches,
                         st->fetch_failures, *by ? "<br><small>" : "", by,
                         *by ? "</small>" : "");
@@ -296,13 +297,13 @@ static const char *const page_style =
     ".chip.expired,.chip.none,.chip.bad{background:#f3c4c4;color:#800}"
     ".chip.revoked{background:#e49a9a;color:#500}.chip.stale-but-valid{background:#fbe0a0;"
     "color:#630}.chip.good,.chip.ok{background:#cdeccd;color:#063}"
-    ".chip.ms{background:#333;color:#fff}"
+    ".chip.ms{background:#333;color:#fff;font-size:11px}"
     "table{border-collapse:collapse;width:100%;table-layout:fixed;margin-top:8px}"
     "th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top;"
     "overflow-wrap:anywhere}th{background:#f2f2f2;font-weight:600}"
     "tr.expired,tr.none{background:#fdeeee}tr.revoked{background:#fae2e2}"
     "tr.stale-but-valid{background:#fff8e6}tr.no-ocsp-url{color:#666}"
-    ".nw{white-space:nowrap}small{color:#555}svg{display:block;margin:2px 0;max-width:100%}"
+    ".nw{white-space:nowrap}small{color:#555}summary{cursor:pointer}svg{display:block;margin:2px 0;max-width:100%}"
     ".f-good{fill:#4a4}.f-stale-but-valid{fill:#d90}.f-revoked{fill:#a33}"
     ".f-expired,.f-none{fill:#c33}";
 
@@ -339,9 +340,9 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
         ap_rprintf(r, "<span class=\"chip%s%s\">%s %d</span> ", n[k] ? " " : "",
                    n[k] ? rs_cert_state_name((rs_cert_state_e)k) : "",
                    rs_cert_state_name((rs_cert_state_e)k), n[k]);
-    ap_rputs("</p>\n<table>\n<colgroup><col style=\"width:9%\"><col style=\"width:25%\">"
-             "<col style=\"width:17%\"><col style=\"width:9%\"><col style=\"width:10%\">"
-             "<col style=\"width:19%\"><col style=\"width:11%\"></colgroup>\n"
+    ap_rputs("</p>\n<table>\n<colgroup><col style=\"width:8%\"><col style=\"width:23%\">"
+             "<col style=\"width:16%\"><col style=\"width:9%\"><col style=\"width:10%\">"
+             "<col style=\"width:21%\"><col style=\"width:13%\"></colgroup>\n"
              "<tr><th>state</th><th>certificate</th><th>response</th><th>next attempt</th>"
              "<th>last success</th><th>last error</th><th>fetches</th></tr>\n", r);
     for (i = 0; i < rows->nelts; i++) {
@@ -349,18 +350,22 @@ static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
         const rs_state_t *st = &row->st;
         const char *name = rs_cert_state_name(row->state);
         const char *cn = rs_subject_cn(p, row->subject);
+        /* the name people know it by first; what identifies it exactly
+         * (for a refresh POST, a CA ticket) one click away */
         ap_rprintf(r,
                    "<tr class=\"%s\"><td><span class=\"chip %s\">%s</span>%s</td>"
-                   "<td><b>%s</b><br>%s<br><small>%s &middot; serial %s &middot; issuer %s"
-                   "%s%s</small></td>",
+                   "<td><b>%s</b>%s%s<br><small>%s</small><details><summary><small>details"
+                   "</small></summary><small>%s<br>serial %s<br>issuer %s%s</small></details>"
+                   "</td>",
                    name, name, name,
                    row->must_staple ? "<br><span class=\"chip ms\">Must-Staple</span>" : "",
                    ap_escape_html2(p, *cn ? cn : row->subject, 1),
-                   ap_escape_html2(p, row->vhosts, 1), ap_escape_html2(p, row->subject, 1),
-                   ap_escape_html2(p, row->serial, 1), ap_escape_html2(p, row->issuer, 1),
-                   row->id ? apr_pstrcat(p, " &middot; id ", row->id, NULL) : "",
-                   row->url ? apr_pstrcat(p, "<br>", ap_escape_html2(p, row->url, 1), NULL)
-                            : "<br>no OCSP responder URL");
+                   strcmp(row->vhosts, cn) ? "<br>" : "",
+                   strcmp(row->vhosts, cn) ? ap_escape_html2(p, row->vhosts, 1) : "",
+                   row->url ? ap_escape_html2(p, row->url, 1) : "no OCSP responder URL",
+                   ap_escape_html2(p, row->subject, 1), ap_escape_html2(p, row->serial, 1),
+                   ap_escape_html2(p, row->issuer, 1),
+                   row->id ? apr_pstrcat(p, "<br>id ", row->id, NULL) : "");
         if (row->next_update)
             ap_rprintf(r, "<td>%s%s %s<br><small>issued %s</small></td>",
                        validity_bar(p, row, reg->sched.renew_window_pct, now),
