@@ -224,7 +224,7 @@ JS
   const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   while (w.nextNode()) w.currentNode.nodeValue = w.currentNode.nodeValue.split(TOP).join('...');
   return document.documentElement.scrollHeight;
-  return document.documentElement.scrollHeight;
+  return Math.ceil(document.body.getBoundingClientRect().bottom) + 12;
 })()
 JS
     screenshot($s, "$t_logs/status-page-sample.png", width => 1280, height => $h);
