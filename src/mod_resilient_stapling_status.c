@@ -1,7 +1,9 @@
 /* mod_resilient_stapling_status.c: what an admin sees.
  *
  *   SetHandler resilient-stapling-status   one row per certificate, HTML
- *                                          (worst first) or ?json
+ *                                          (worst first) or ?json; ?metrics
+ *                                          or an OpenMetrics Accept:
+ *                                          Prometheus text / OpenMetrics
  *   POST ?refresh=<id>|all                 schedule an immediate fetch (not
  *                                          cross-site; once per 10 s each)
  *   server-status (mod_status)             a summary section; ?auto lines
@@ -592,11 +594,12 @@ int rs_status_handler(request_rec *r)
     if (r->header_only)
         return OK;
     rows = collect(reg, r, now);
+    /* an explicit ?json wins over what the client accepts */
     accept = apr_table_get(r->headers_in, "Accept");
-    if (has_arg(r->args, "metrics") || rs_metrics_negotiate(accept) == RS_METRICS_OPENMETRICS)
-        emit_metrics(r, reg, rows, now, rs_metrics_negotiate(accept));
-    else if (has_arg(r->args, "json"))
+    if (has_arg(r->args, "json"))
         emit_json(r, reg, rows, now);
+    else if (has_arg(r->args, "metrics") || rs_metrics_negotiate(accept) == RS_METRICS_OPENMETRICS)
+        emit_metrics(r, reg, rows, now, rs_metrics_negotiate(accept));
     else
         emit_html(r, reg, rows, now);
     return OK;

@@ -14,7 +14,7 @@ use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-plan tests => 24;
+plan tests => 25;
 
 my $t_logs = Apache::Test::vars()->{t_logs};
 my $top = Apache::Test::vars()->{top_dir};
@@ -108,6 +108,12 @@ my $om = GET('/rs-status', Accept => 'application/openmetrics-text;version=1.0.0
 ok($om->header('Content-Type') =~ m{^application/openmetrics-text; version=1\.0\.0}
    && $om->content =~ /\n# EOF\n\z/ && $om->content =~ /^# TYPE resilient_stapling_fetch_attempts counter$/m);
 ok(GET('/rs-status?metrics', Accept => 'application/openmetrics-text')->content =~ /# EOF\n\z/);
+# an explicit ?json wins; the JSON has the same counters by method and result
+my $jg = GET('/rs-status?json', Accept => 'application/openmetrics-text');
+my ($jgood) = grep { $_->{subject} =~ /^CN=good\.rs\.test,/ } @{ JSON::PP::decode_json($jg->content)->{certificates} };
+ok($jg->header('Content-Type') =~ m{^application/json} && $jgood->{last_method} eq 'POST'
+   && $jgood->{attempts}{POST}{ok} + $jgood->{attempts}{POST}{'not-newer'} >= 1
+   && join(',', sort keys %{ $jgood->{attempts}{GET} }) eq 'http,invalid,not-newer,ok,responder-error,transport');
 # a browser still gets the page
 ok(GET('/rs-status', Accept => 'text/html,*/*;q=0.8')->header('Content-Type') =~ m{^text/html});
 
