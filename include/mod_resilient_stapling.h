@@ -12,6 +12,7 @@
 #include <apr_hash.h>
 #include <apr_shm.h>
 
+#include "rs_metrics.h"
 #include "rs_ocsp.h"
 #include "rs_sched.h"
 #include "rs_due.h"
@@ -93,6 +94,7 @@ typedef struct {
     apr_time_t fleet_next_audit;     /* when the next full comparison is due; mutex */
     apr_uint32_t store_failing;      /* the last store write or probe failed; mutex */
     char store_error[RS_ERR_LEN];    /* why, for the status page; mutex */
+    rs_hist_t fetch_hist;            /* fetch durations, for the metrics; mutex */
     rs_slots_t slots;
     rs_shared_entry_t entry[];       /* by rs_entry_t.index */
 } rs_shared_t;

@@ -38,6 +38,15 @@ rs_alert_e rs_alert_of(apr_time_t this_update, apr_time_t next_update, int revok
 /* "expiring", "expired", "revoked", "recovered", or NULL if nothing to report. */
 const char *rs_alert_event(rs_alert_e from, rs_alert_e to);
 
+/* The CN of an RFC 2253 subject (the first CN attribute), its escapes
+ * undone ("\,", "\\", "\"" and "\XX" hex pairs); "" if it has none. */
+const char *rs_subject_cn(apr_pool_t *p, const char *subject);
+
+/* t relative to now for a person: "now", "in 42 s", "3 min ago",
+ * "in 5 h 12 min", "2 d 3 h ago". Always fits in RS_REL_LEN. */
+#define RS_REL_LEN 32
+void rs_relative_time(char *buf, apr_time_t t, apr_time_t now);
+
 /* s as a JSON string (with quotes), control characters escaped. */
 const char *rs_json_string(apr_pool_t *p, const char *s);
 

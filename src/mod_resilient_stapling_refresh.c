@@ -627,6 +627,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     /* only POST today; GET comes with RFC 5019 support */
     rs_state_count(&st, RS_METHOD_POST, rs_result_of(&res, newest));
     event = alert_transition(&st, now);
+    rs_hist_observe(&r->reg->shared->fetch_hist, now - start); /* same span as the log line */
     rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
     apr_global_mutex_unlock(r->reg->mutex);

@@ -1,7 +1,9 @@
 /* mod_resilient_stapling_status.c: what an admin sees.
  *
  *   SetHandler resilient-stapling-status   one row per certificate, HTML
- *                                          (worst first) or ?json
+ *                                          (worst first) or ?json; ?metrics
+ *                                          or an OpenMetrics Accept:
+ *                                          Prometheus text / OpenMetrics
  *   POST ?refresh=<id>|all                 schedule an immediate fetch (not
  *                                          cross-site; once per 10 s each)
  *   server-status (mod_status)             a summary section; ?auto lines
@@ -21,6 +23,7 @@
 #include <mod_status.h>
 
 #include "mod_resilient_stapling.h"
+#include "rs_metrics.h"
 #include "rs_status.h"
 
 APLOG_USE_MODULE(resilient_stapling);
@@ -129,6 +132,21 @@ static const char *store_health(apr_pool_t *p, rs_registry_t *reg)
                                                   : "ok";
 }
 
+/* {"POST":{"ok":3,"transport":0,...},"GET":{...}}: since the server started */
+static const char *json_attempts(apr_pool_t *p, const rs_state_t *st)
+{
+    const char *out = "{";
+    int m, k;
+    for (m = 0; m < RS_METHOD_COUNT; m++) {
+        out = apr_psprintf(p, "%s%s\"%s\":{", out, m ? "," : "", rs_method_name((rs_method_e)m));
+        for (k = 0; k < RS_RESULT_COUNT; k++)
+            out = apr_psprintf(p, "%s%s\"%s\":%u", out, k ? "," : "",
+                               rs_result_name((rs_result_e)k), st->attempts[m][k]);
+        out = apr_pstrcat(p, out, "}", NULL);
+    }
+    return apr_pstrcat(p, out, "}", NULL);
+}
+
 static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
                       apr_time_t now)
 {
@@ -145,6 +163,8 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
     if (reg->fleet)
         ap_rprintf(r, "\"fleet\":{\"cache\":%s,\"state\":\"%s\"},",
                    rs_json_string(p, reg->fleet_desc), rs_fleet_server_down(reg) ? "down" : "up");
+    ap_rprintf(r, "\"fleet_health\":\"%s\",",
+               !reg->fleet ? "none" : rs_fleet_server_down(reg) ? "down" : "up");
     ap_rputs("\"summary\":{", r);
     for (k = 0; k <= RS_CERT_NO_URL; k++)
         ap_rprintf(r, "%s\"%s\":%d", k ? "," : "", rs_cert_state_name((rs_cert_state_e)k), n[k]);
@@ -165,7 +185,8 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    "\"must_staple\":%s,\"state\":\"%s\",\"this_update\":%s,\"next_update\":%s,"
                    "\"seconds_left\":%s,\"next_attempt\":%s,\"last_success\":%s,"
                    "\"last_attempt\":%s,\"last_error\":%s,\"last_ocsp_status\":%s,"
-                   "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u}",
+                   "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u,"
+                   "\"last_method\":%s,\"attempts\":%s}",
                    rs_json_string(p, row->subject), rs_json_string(p, row->serial),
                    rs_json_string(p, row->issuer), row->url ? rs_json_string(p, row->url) : "null",
                    row->must_staple ? "true" : "false", rs_cert_state_name(row->state),
@@ -178,7 +199,11 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    json_time(p, st->last_success), json_time(p, st->last_attempt),
                    st->last_error[0] ? rs_json_string(p, st->last_error) : "null",
                    status ? rs_json_string(p, status) : "null", st->failures, st->fetches,
-                   st->fetch_failures);
+                   st->fetch_failures,
+                   st->last_method >= 0 ? apr_psprintf(p, "\"%s\"",
+                                                       rs_method_name((rs_method_e)st->last_method))
+                                        : "null",
+                   json_attempts(p, st));
     }
     ap_rputs("]}\n", r);
 }
@@ -188,83 +213,229 @@ static const char *html_time(apr_pool_t *p, apr_time_t t)
     return t ? ap_ht_time(p, t, "%Y-%m-%d %H:%M:%S", 1) : "&ndash;";
 }
 
-static const char *left(apr_pool_t *p, apr_time_t until, apr_time_t now)
+/* "in 27 min" with the exact UTC time on hover; never wraps. */
+static const char *rel(apr_pool_t *p, apr_time_t t, apr_time_t now)
 {
-    apr_interval_time_t d = until - now;
-    if (!until || d <= 0)
+    char buf[RS_REL_LEN];
+    if (!t)
         return "&ndash;";
-    if (d >= apr_time_from_sec(86400))
-        return apr_psprintf(p, "%" APR_TIME_T_FMT " d %" APR_TIME_T_FMT " h",
-                            apr_time_sec(d) / 86400, apr_time_sec(d) % 86400 / 3600);
-    return apr_psprintf(p, "%" APR_TIME_T_FMT " h %02" APR_TIME_T_FMT " m",
-                        apr_time_sec(d) / 3600, apr_time_sec(d) % 3600 / 60);
+    rs_relative_time(buf, t, now);
+    return apr_psprintf(p, "<span class=\"nw\" title=\"%s UTC\">%s</span>", html_time(p, t), buf);
 }
+
+/* The validity window as a bar: thisUpdate on the left, nextUpdate on the
+ * right, the elapsed part in the state's colour, a tick where renewal is
+ * due and a line for now. Now to the right of the tick: renewal is late. */
+#define BAR_W 150
+#define BAR_H 14
+static const char *validity_bar(apr_pool_t *p, const row_t *row, int renew_pct, apr_time_t now)
+{
+    apr_interval_time_t life = row->next_update - row->this_update;
+    apr_time_t renew_at;
+    int x_now, x_renew;
+    if (!row->next_update || life <= 0)
+        return "";
+    renew_at = row->next_update - life / 100 * renew_pct;
+    x_now = now <= row->this_update ? 0
+            : now >= row->next_update ? BAR_W
+            : (int)((double)(now - row->this_update) * BAR_W / (double)life);
+    x_renew = (int)((double)(renew_at - row->this_update) * BAR_W / (double)life);
+    return apr_psprintf(p,
+                        "<svg width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
+                        "aria-label=\"validity\"><title>valid %s to %s UTC; renewal due %s UTC"
+                        "</title><rect width=\"%d\" height=\"%d\" fill=\"#e4e4e4\"/>"
+                        "<rect width=\"%d\" height=\"%d\" class=\"f-%s\"/>"
+                        "<rect x=\"%d\" width=\"2\" height=\"%d\" fill=\"#06c\"/>"
+                        "<rect x=\"%d\" width=\"2\" height=\"%d\" fill=\"#111\"/>"
+                        "</svg>",
+                        BAR_W, BAR_H, BAR_W, BAR_H, html_time(p, row->this_update),
+                        html_time(p, row->next_update), html_time(p, renew_at), BAR_W, BAR_H,
+                        x_now, BAR_H, rs_cert_state_name(row->state),
+                        x_renew > BAR_W - 2 ? BAR_W - 2 : x_renew, BAR_H,
+                        x_now > BAR_W - 2 ? BAR_W - 2 : x_now, BAR_H);
+}
+
+/* "12 fetches, 2 failed" and, below, the non-zero counters by method and
+ * result since the server started. */
+static const char *fetch_counts(apr_pool_t *p, const rs_state_t *st)
+{
+    const char *by = "";
+    int m, k;
+    for (m = 0; m < RS_METHOD_COUNT; m++)
+        for (k = 0; k < RS_RESULT_COUNT; k++)
+            if (st->attempts[m][k])
+                by = apr_psprintf(p, "%s%s%s %s %u", by, *by ? "<br>" : "",
+                                  rs_method_name((rs_method_e)m), rs_result_name((rs_result_e)k),
+                                  st->attempts[m][k]);
+    return apr_psprintf(p, "<span class=\"chip%s\">%u in a row</span><br>%u fetched, "
+                           "%u failed"
+                           "%s%s%s", st->failures ? " bad" : "", st->failures, st->fetches,
+                        st->fetch_failures, *by ? "<br><small>" : "", by,
+                        *by ? "</small>" : "");
+}
+
+/* The last error, with the OCSP status name in bold unless the error
+ * already says it ("responder answered unauthorized"). */
+static const char *last_error(apr_pool_t *p, const rs_state_t *st)
+{
+    const char *status = last_ocsp_status(st);
+    const char *err = st->last_error[0] ? ap_escape_html2(p, st->last_error, 1) : "";
+    if (status && !strstr(st->last_error, status))
+        return apr_pstrcat(p, err, *err ? " " : "", "<b>", status, "</b>", NULL);
+    return err;
+}
+
+static const char *health_chip(apr_pool_t *p, const char *what, const char *health, int bad)
+{
+    return apr_psprintf(p, "%s <span class=\"chip %s\">%s</span>", what, bad ? "bad" : "ok",
+                        ap_escape_html2(p, health, 1));
+}
+
+static const char *const page_style =
+    "body{font:14px/1.35 system-ui,sans-serif;margin:12px;color:#222}"
+    "h1{font-size:20px;margin:0 0 4px}p{margin:4px 0}"
+    ".chip{display:inline-block;padding:0 7px;border-radius:9px;background:#eee;color:#444;"
+    "white-space:nowrap;margin:1px 0}"
+    ".chip.expired,.chip.none,.chip.bad{background:#f3c4c4;color:#800}"
+    ".chip.revoked{background:#e49a9a;color:#500}.chip.stale-but-valid{background:#fbe0a0;"
+    "color:#630}.chip.good,.chip.ok{background:#cdeccd;color:#063}"
+    ".chip.ms{background:#333;color:#fff;font-size:11px}"
+    "table{border-collapse:collapse;width:100%;table-layout:fixed;margin-top:8px}"
+    "th,td{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top;"
+    "overflow-wrap:anywhere}th{background:#f2f2f2;font-weight:600}"
+    "tr.expired,tr.none{background:#fdeeee}tr.revoked{background:#fae2e2}"
+    "tr.stale-but-valid{background:#fff8e6}tr.no-ocsp-url{color:#666}"
+    ".nw{white-space:nowrap}small{color:#555}summary{cursor:pointer}svg{display:block;margin:2px 0;max-width:100%}"
+    ".f-good{fill:#4a4}.f-stale-but-valid{fill:#d90}.f-revoked{fill:#a33}"
+    ".f-expired,.f-none{fill:#c33}";
 
 static void emit_html(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
                       apr_time_t now)
 {
     apr_pool_t *p = r->pool;
+    const char *health = store_health(p, reg);
     int n[RS_CERT_NO_URL + 1], i, k;
 
     counts(rows, n);
     ap_set_content_type(r, "text/html; charset=utf-8");
-    ap_rputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-             "<title>OCSP stapling</title><style>"
-             "body{font:14px sans-serif;margin:1em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
-             "th{background:#eee}.expired,.none{background:#f8d0d0}.revoked{background:#f0b0b0}"
-             ".stale-but-valid{background:#fbeec8}.good{background:#d8f0d8}"
-             ".no-ocsp-url{background:#eee;color:#666}small{color:#555}"
-             "</style></head><body>\n<h1>OCSP stapling</h1>\n<p>", r);
-    {
-        const char *health = store_health(p, reg);
-        ap_rprintf(r, "%s UTC &middot; cache %s &middot; store %s: %s%s%s</p>\n<p>",
-                   html_time(p, now),
-                   ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
-                   ap_escape_html2(p, reg->store_dir ? reg->store_dir : "none", 1),
-                   strncmp(health, "failing", 7) ? "" : "<b class=\"expired\">",
-                   ap_escape_html2(p, health, 1),
-                   strncmp(health, "failing", 7) ? "" : " &mdash; staples will not survive "
-                                                        "a restart</b>");
-    }
+    ap_rprintf(r, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+               "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+               "<title>OCSP stapling</title><style>%s</style></head><body>\n"
+               "<h1>OCSP stapling</h1>\n<p>%s UTC &middot; cache %s &middot; %s",
+               page_style, html_time(p, now),
+               ap_escape_html2(p, reg->cache_desc ? reg->cache_desc : "none", 1),
+               health_chip(p, "store", health, !strncmp(health, "failing", 7)));
+    if (!strncmp(health, "failing", 7))
+        ap_rputs(" <b>staples will not survive a restart</b>", r);
+    if (reg->store_dir)
+        ap_rprintf(r, " <small>%s</small>", ap_escape_html2(p, reg->store_dir, 1));
     if (reg->fleet)
-        ap_rprintf(r, "fleet cache %s: <b>%s</b></p>\n<p>", ap_escape_html2(p, reg->fleet_desc, 1),
-                   rs_fleet_server_down(reg) ? "down, this server fetches for itself" : "up");
+        ap_rprintf(r, " &middot; %s <small>%s</small>",
+                   health_chip(p, "fleet cache",
+                               rs_fleet_server_down(reg) ? "down: this server fetches for itself"
+                                                         : "up",
+                               rs_fleet_server_down(reg)),
+                   ap_escape_html2(p, reg->fleet_desc, 1));
+    ap_rputs("</p>\n<p>", r);
+    /* a zero count is not an alarm: only states that occur get their colour */
     for (k = 0; k <= RS_CERT_NO_URL; k++)
-        ap_rprintf(r, "<span class=\"%s\">%s: %d</span> ", rs_cert_state_name((rs_cert_state_e)k),
+        ap_rprintf(r, "<span class=\"chip%s%s\">%s %d</span> ", n[k] ? " " : "",
+                   n[k] ? rs_cert_state_name((rs_cert_state_e)k) : "",
                    rs_cert_state_name((rs_cert_state_e)k), n[k]);
-    ap_rputs("</p>\n<table>\n<tr><th>state</th><th>certificate</th><th>vhosts</th>"
-             "<th>responder</th><th>thisUpdate</th><th>nextUpdate</th><th>left</th>"
-             "<th>next attempt</th><th>last success</th><th>last attempt</th>"
-             "<th>last error</th><th>failures in a row</th><th>fetches / failed</th></tr>\n", r);
+    ap_rputs("</p>\n<table>\n<colgroup><col style=\"width:8%\"><col style=\"width:23%\">"
+             "<col style=\"width:16%\"><col style=\"width:9%\"><col style=\"width:10%\">"
+             "<col style=\"width:21%\"><col style=\"width:13%\"></colgroup>\n"
+             "<tr><th>state</th><th>certificate</th><th>response</th><th>next attempt</th>"
+             "<th>last success</th><th>last error</th><th>fetches</th></tr>\n", r);
     for (i = 0; i < rows->nelts; i++) {
         const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
         const rs_state_t *st = &row->st;
         const char *name = rs_cert_state_name(row->state);
-        const char *status = last_ocsp_status(st);
+        const char *cn = rs_subject_cn(p, row->subject);
+        /* the name people know it by first; what identifies it exactly
+         * (for a refresh POST, a CA ticket) one click away */
         ap_rprintf(r,
-                   "<tr class=\"%s\"><td>%s%s</td><td>%s<br><small>serial %s<br>issuer %s%s"
-                   "</small></td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-                   "<td>%s</td><td>%s</td><td>%s</td><td>%s%s</td><td>%u</td>"
-                   "<td>%u / %u</td></tr>\n",
-                   name, name, row->must_staple ? "<br><b>Must-Staple</b>" : "",
+                   "<tr class=\"%s\"><td><span class=\"chip %s\">%s</span>%s</td>"
+                   "<td><b>%s</b>%s%s<br><small>%s</small><details><summary><small>details"
+                   "</small></summary><small>%s<br>serial %s<br>issuer %s%s</small></details>"
+                   "</td>",
+                   name, name, name,
+                   row->must_staple ? "<br><span class=\"chip ms\">Must-Staple</span>" : "",
+                   ap_escape_html2(p, *cn ? cn : row->subject, 1),
+                   strcmp(row->vhosts, cn) ? "<br>" : "",
+                   strcmp(row->vhosts, cn) ? ap_escape_html2(p, row->vhosts, 1) : "",
+                   row->url ? ap_escape_html2(p, row->url, 1) : "no OCSP responder URL",
                    ap_escape_html2(p, row->subject, 1), ap_escape_html2(p, row->serial, 1),
                    ap_escape_html2(p, row->issuer, 1),
-                   row->id ? apr_pstrcat(p, "<br>id ", row->id, NULL) : "",
-                   ap_escape_html2(p, row->vhosts, 1),
-                   row->url ? ap_escape_html2(p, row->url, 1) : "none",
-                   html_time(p, row->this_update), html_time(p, row->next_update),
-                   left(p, row->next_update, now),
-                   row->e ? html_time(p, st->next_attempt ? st->next_attempt : now) : "&ndash;",
-                   html_time(p, st->last_success), html_time(p, st->last_attempt),
-                   st->last_error[0] ? ap_escape_html2(p, st->last_error, 1) : "",
-                   status ? apr_pstrcat(p, " <b>", status, "</b>", NULL) : "", st->failures,
-                   st->fetches, st->fetch_failures);
+                   row->id ? apr_pstrcat(p, "<br>id ", row->id, NULL) : "");
+        if (row->next_update)
+            ap_rprintf(r, "<td>%s%s %s<br><small>issued %s</small></td>",
+                       validity_bar(p, row, reg->sched.renew_window_pct, now),
+                       row->next_update > now ? "expires" : "expired",
+                       rel(p, row->next_update, now), rel(p, row->this_update, now));
+        else
+            ap_rputs("<td>none held</td>", r);
+        ap_rprintf(r, "<td>%s</td><td>%s%s</td><td>%s</td><td>%s</td></tr>\n",
+                   row->e ? rel(p, st->next_attempt > now ? st->next_attempt : now, now)
+                          : "&ndash;",
+                   rel(p, st->last_success, now),
+                   st->last_attempt ? apr_pstrcat(p, "<br><small>tried ",
+                                                  rel(p, st->last_attempt, now), "</small>",
+                                                  NULL)
+                                    : "",
+                   last_error(p, st), row->e ? fetch_counts(p, st) : "&ndash;");
     }
-    ap_rputs("</table>\n<p><small>Worst first. <code>?json</code> for machines; "
+    ap_rputs("</table>\n<p><small>Worst first. Bar: the response's validity from thisUpdate "
+             "to nextUpdate, now (dark), renewal due (blue). <code>?json</code> and "
+             "<code>?metrics</code> (Prometheus) for machines; "
              "<code>POST ?refresh=&lt;id&gt;|all</code> fetches now (once per 10 s per "
              "certificate).</small></p>\n"
              "</body></html>\n", r);
+}
+
+static void out_rwrite(void *baton, const char *data, apr_size_t len)
+{
+    ap_rwrite(data, (int)len, baton);
+}
+
+/* Prometheus / OpenMetrics: the rows were copied certificate by
+ * certificate; the server-wide part is copied here under one lock, and
+ * rendering happens after it is released. */
+static void emit_metrics(request_rec *r, rs_registry_t *reg, apr_array_header_t *rows,
+                         apr_time_t now, rs_metrics_format_e fmt)
+{
+    rs_metrics_server_t *srv = apr_pcalloc(r->pool, sizeof(*srv));
+    rs_metrics_cert_t *certs = apr_palloc(r->pool, sizeof(*certs) * (apr_size_t)(rows->nelts + 1));
+    rs_out_t *o = apr_palloc(r->pool, sizeof(*o)); /* 16 KiB: not on a thread's stack */
+    char err[RS_ERR_LEN];
+    int i, nc = 0;
+
+    srv->now = now;
+    counts(rows, srv->per_state);
+    srv->store = reg->store_dir ? !rs_store_health(reg, err, sizeof(err)) : -1;
+    srv->fleet = reg->fleet ? !rs_fleet_server_down(reg) : -1;
+    srv->slots_limit = reg->max_fetches;
+    if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
+        srv->hist = reg->shared->fetch_hist;
+        for (i = 0; i < RS_MAX_SLOTS; i++)
+            srv->slots_in_use += reg->shared->slots.slot[i].until > now;
+        apr_global_mutex_unlock(reg->mutex);
+    }
+    for (i = 0; i < rows->nelts; i++) {
+        const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
+        if (!row->e)
+            continue; /* no responder URL, no id: counted per state only */
+        certs[nc].id = row->id;
+        certs[nc].subject = row->subject;
+        certs[nc].vhost = row->vhosts;
+        certs[nc].must_staple = row->must_staple;
+        certs[nc].state = row->state;
+        certs[nc].st = &row->st;
+        nc++;
+    }
+    ap_set_content_type(r, rs_metrics_content_type(fmt));
+    rs_out_init(o, out_rwrite, r);
+    rs_metrics_render(o, r->pool, fmt, srv, certs, nc);
 }
 
 /* At most one forced fetch per certificate per this interval (or per the
@@ -388,11 +559,26 @@ static int refresh(request_rec *r, rs_registry_t *reg, apr_time_t now)
     return OK;
 }
 
+/* Is name one of the arguments (name, name=..., among others by &)? */
+static int has_arg(const char *args, const char *name)
+{
+    apr_size_t n = strlen(name);
+    const char *a = args;
+    while (a && *a) {
+        if (!strncmp(a, name, n) && (!a[n] || a[n] == '=' || a[n] == '&'))
+            return 1;
+        a = strchr(a, '&');
+        a = a ? a + 1 : NULL;
+    }
+    return 0;
+}
+
 int rs_status_handler(request_rec *r)
 {
     rs_registry_t *reg = rs_current_registry();
     apr_time_t now = apr_time_now();
     apr_array_header_t *rows;
+    const char *accept;
 
     if (!r->handler || strcmp(r->handler, HANDLER) != 0)
         return DECLINED;
@@ -400,6 +586,7 @@ int rs_status_handler(request_rec *r)
     if (!reg || !reg->mutex)
         return HTTP_SERVICE_UNAVAILABLE;
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    apr_table_mergen(r->headers_out, "Vary", "Accept"); /* ?metrics by Accept too */
     if (r->method_number == M_POST)
         return refresh(r, reg, now);
     if (r->method_number != M_GET)
@@ -407,8 +594,12 @@ int rs_status_handler(request_rec *r)
     if (r->header_only)
         return OK;
     rows = collect(reg, r, now);
-    if (r->args && (!strcmp(r->args, "json") || !strncmp(r->args, "json&", 5)))
+    /* an explicit ?json wins over what the client accepts */
+    accept = apr_table_get(r->headers_in, "Accept");
+    if (has_arg(r->args, "json"))
         emit_json(r, reg, rows, now);
+    else if (has_arg(r->args, "metrics") || rs_metrics_negotiate(accept) == RS_METRICS_OPENMETRICS)
+        emit_metrics(r, reg, rows, now, rs_metrics_negotiate(accept));
     else
         emit_html(r, reg, rows, now);
     return OK;

@@ -32,7 +32,8 @@ sub write_conf {
     $n //= $N;
     $cache = $cache ? "ResilientStaplingCache $cache\n" : '';
     my $conf = RSTest::server_conf_head($root, $sport)
-             . "ResilientStapling $on\nResilientStaplingStore $root/store\n$cache";
+             . "ResilientStapling $on\nResilientStaplingStore $root/store\n$cache"
+             . "<Location /rs-status>\n SetHandler resilient-stapling-status\n</Location>\n";
     for my $i (0 .. $n - 1) {
         my $l = sprintf 's%04d', $i;
         $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
@@ -74,6 +75,8 @@ my $fetched_in = time - $t0;
 ok($all);
 sleep 1.5;   # let every child pick up the last ones
 my @mem_on = pss_kb();
+# one scrape of the metrics of every certificate (README: Status), over TLS
+my ($m_time, $m_bytes) = split ' ', `curl -sk -o /dev/null -w '%{time_total} %{size_download}' --resolve s0000.rs.test:$sport:127.0.0.1 'https://s0000.rs.test:$sport/rs-status?metrics'`;
 
 my ($stapled, $t_hs) = (0, time);
 for my $i (0 .. $N - 1) {
@@ -133,4 +136,5 @@ printf "# all %d fetched %.1f s after start; peak %d responder requests/s; %d re
 printf "# PSS parent %d kB (off %d kB, +%d), %d children %d kB (off %d kB, +%d)\n",
     $mem_on[0], $mem_off[0], $mem_on[0] - $mem_off[0], $mem_on[2], $mem_on[1], $mem_off[1],
     $mem_on[1] - $mem_off[1];
+printf "# GET ?metrics for %d certificates: %.3f s, %d bytes\n", $N, $m_time // 0, $m_bytes // 0;
 printf "# %d handshakes (openssl s_client) in %.1f s; %s\n", $N, $hs_time, $cache_line;

@@ -27,7 +27,8 @@ sub html_states {
 # --- the JSON document and the states at rest
 my $j = status_json();
 my $c = by_cn($j);
-ok($j->{version} == 1 && $j->{generated} =~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+ok($j->{version} == 1 && $j->{generated} =~ /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/
+   && $j->{store_health} eq 'ok' && $j->{fleet_health} eq 'none');
 ok($c->{'good.rs.test'}{state} eq 'good');
 ok($c->{'revoked.rs.test'}{state} eq 'revoked')
     or warn "# revoked: " . JSON::PP->new->canonical->encode($c->{'revoked.rs.test'}) . "\n";
@@ -38,7 +39,7 @@ ok($none->{state} eq 'none' && $none->{last_ocsp_status} eq 'unauthorized'
 ok($c->{'muststaple.rs.test'}{must_staple} && !$c->{'good.rs.test'}{must_staple});
 my @keys = qw(id vhosts subject serial issuer responder must_staple state this_update next_update
               seconds_left next_attempt last_success last_attempt last_error last_ocsp_status
-              consecutive_failures fetches failures);
+              consecutive_failures fetches failures last_method attempts);
 ok(!grep { my $x = $_; grep { !exists $x->{$_} } @keys } @{ $j->{certificates} });
 my $sum = 0;
 $sum += $_ for values %{ $j->{summary} };
