@@ -12,6 +12,7 @@
 #include <apr_hash.h>
 #include <apr_shm.h>
 
+#include "rs_fetch.h"
 #include "rs_ocsp.h"
 #include "rs_sched.h"
 #include "rs_staple.h"
@@ -27,6 +28,7 @@ extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 #define RS_DEFAULT_RETRY_MAX apr_time_from_sec(3600)
 #define RS_DEFAULT_SKEW apr_time_from_sec(300)
 #define RS_DEFAULT_MAX_FETCHES 8
+#define RS_DEFAULT_STARTUP_WAIT apr_time_from_sec(5)
 #define RS_DEFAULT_STORE "state/resilient_stapling" /* under ServerRoot */
 
 /* Per server (vhost) configuration. Global-only values are read from the
@@ -45,6 +47,8 @@ typedef struct {
     int max_fetches;
     const char *store;            /* NULL: default; "none": off */
     const char *notify_cmd;
+    int method;                   /* rs_fetch_mode_e, -1: unset */
+    apr_interval_time_t startup_wait;
 } rs_srv_conf_t;
 
 void *rs_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -121,6 +125,8 @@ typedef struct {
     const char *proxy;
     const char *store_dir;           /* NULL: no persistent store */
     const char *notify_cmd;
+    rs_fetch_mode_e method;          /* ResilientStaplingMethod */
+    apr_interval_time_t startup_wait;/* ResilientStaplingStartupWait, 0: off */
     apr_array_header_t *skipped;     /* rs_skipped_t: primed, but not stapled */
 } rs_registry_t;
 

@@ -172,7 +172,10 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
     reg->max_fetches = g->max_fetches > 0 ? g->max_fetches : RS_DEFAULT_MAX_FETCHES;
     reg->proxy = g->proxy;
     reg->notify_cmd = g->notify_cmd;
-    reg->sched.lease = reg->timeout + LEASE_GRACE;
+    reg->method = g->method >= 0 ? (rs_fetch_mode_e)g->method : RS_FETCH_AUTO;
+    reg->startup_wait = g->startup_wait >= 0 ? g->startup_wait : RS_DEFAULT_STARTUP_WAIT;
+    /* a round of auto may make two requests, each with the full timeout */
+    reg->sched.lease = reg->timeout * (reg->method == RS_FETCH_AUTO ? 2 : 1) + LEASE_GRACE;
     if (!g->store)
         reg->store_dir = instance_store(reg->pool,
                                         ap_server_root_relative(reg->pool, RS_DEFAULT_STORE));

@@ -665,26 +665,28 @@ static void fleet_tick(refresher_t *r, apr_time_t now)
 
 /* --- one fetch --- */
 
-static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *res,
-                        const rs_state_t *st, apr_interval_time_t took, apr_time_t now,
-                        apr_pool_t *p)
+/* One line per request: a round that fell back from GET to POST logs both. */
+static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_attempt_t *a, int last,
+                        const rs_state_t *st, apr_time_t now, apr_pool_t *p)
 {
+    const rs_ocsp_result_t *res = &a->res;
+    const char *method = rs_method_name(a->method);
     apr_time_t this_update, next_update;
     long in_sec = (long)apr_time_sec(st->next_attempt - now);
 
     if (res->verdict == RS_VERDICT_GOOD) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                     "RS0201: OCSP response for %s (serial %s) from %s in %ld ms: good, "
+                     "RS0201: OCSP response for %s (serial %s) from %s by %s in %ld ms: good, "
                      "nextUpdate %s, next renewal in %ld s", e->cert->subject, e->cert->serial,
-                     e->url, (long)apr_time_as_msec(took), fmt_time(p, res->next_update),
-                     in_sec);
+                     e->url, method, (long)apr_time_as_msec(a->took),
+                     fmt_time(p, res->next_update), in_sec);
         return;
     }
     if (res->verdict == RS_VERDICT_REVOKED) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
-                     "RS0203: certificate %s (serial %s) is REVOKED according to %s "
+                     "RS0203: certificate %s (serial %s) is REVOKED according to %s by %s "
                      "(revoked %s, reason %d); stapling the revocation",
-                     e->cert->subject, e->cert->serial, e->url,
+                     e->cert->subject, e->cert->serial, e->url, method,
                      fmt_time(p, res->revocation_time), res->revocation_reason);
         return;
     }
@@ -692,17 +694,18 @@ static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *r
     /* a Must-Staple certificate with nothing to staple is an outage */
     ap_log_error(APLOG_MARK,
                  next_update <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
-                 r->s, "RS0202: OCSP fetch for %s (serial %s) from %s failed after %ld ms: %s "
-                 "(%s); %s; retry in %ld s, %u consecutive failure(s)",
-                 e->cert->subject, e->cert->serial, e->url, (long)apr_time_as_msec(took),
-                 rs_verdict_name(res->verdict), res->detail,
+                 r->s, "RS0202: OCSP fetch for %s (serial %s) from %s by %s failed after %ld ms: "
+                 "%s (%s); %s; %s", e->cert->subject, e->cert->serial, e->url, method,
+                 (long)apr_time_as_msec(a->took), rs_verdict_name(res->verdict), res->detail,
                  next_update > now
                      ? apr_psprintf(p, "still stapling the response valid until %s",
                                     fmt_time(p, next_update))
                      : e->cert->must_staple ? "nothing valid to staple (Must-Staple: clients "
                                               "will refuse the certificate)"
                                             : "nothing valid to staple",
-                 in_sec, st->failures);
+                 last ? apr_psprintf(p, "retry in %ld s, %u consecutive failure(s)", in_sec,
+                                     st->failures)
+                      : "trying POST at once");
 }
 
 static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
@@ -712,14 +715,14 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     rs_entry_t *e = t->e;
     apr_pool_t *p;
     rs_fetch_opts_t opts;
+    rs_round_t round;
+    rs_attempt_t attempts[2], *last;
     rs_ocsp_result_t res;
     rs_state_t st;
     unsigned char *body = NULL;
     apr_size_t len = 0;
-    char err[sizeof(res.detail)];
-    apr_time_t start = apr_time_now(), now;
-    apr_status_t rv;
-    int newest = 0, shared = 0;
+    apr_time_t now;
+    int newest = 0, shared = 0, n, i;
     const char *event = NULL;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
@@ -728,50 +731,64 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     if (r->reg->fleet && !rs_fleet_down(r->reg)
         && fleet_before_fetch(r, e, t->slot, &next_attempt, p) != RS_FLEET_FETCH)
         goto done;
+    memset(&opts, 0, sizeof(opts));
     opts.url = e->url;
     opts.proxy = r->reg->proxy;
     opts.timeout = r->reg->timeout;
     opts.max_len = RS_MAX_RESPONSE_LEN;
     opts.cancelled = is_stopping;
     opts.baton = r;
-    rv = rs_fetch(p, &opts, e->req_der, e->req_len, &body, &len, err, sizeof(err));
+    /* what is held decides what counts as newer (a GET answered from a
+     * CDN's cache may be the very response held) */
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        goto done;
+    rs_shared_state_get(r->reg, e, &st);
+    apr_global_mutex_unlock(r->reg->mutex);
+    round.cert = e->cert;
+    round.req = e->req_der;
+    round.req_len = e->req_len;
+    round.held_this = st.resp_this_update;
+    round.held_next = st.resp_next_update;
+    round.skew = r->reg->skew;
+    n = rs_fetch_round(p, &opts, r->reg->method, &round, attempts);
     now = apr_time_now();
-    if (rv == APR_EINTR)
+    if (n == 0)
         goto done; /* child is stopping; the lease simply expires */
-    if (rv == APR_SUCCESS) {
-        rs_ocsp_check(e->cert, body, len, now, r->reg->skew, &res);
-    }
-    else {
-        memset(&res, 0, sizeof(res));
-        res.verdict = RS_VERDICT_TRANSPORT;
-        res.resp_status = res.cert_status = -1;
-        apr_cpystrn(res.detail, err, sizeof(res.detail));
-    }
+    last = &attempts[n - 1];
+    res = last->res;
+    body = last->body;
+    len = last->len;
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         goto done;
     rs_shared_state_get(r->reg, e, &st);
+    /* the single place where a fetched response may replace the stored one
+     * (the fleet may have brought a newer one meanwhile) */
+    if (rs_verdict_is_valid(res.verdict)
+        && !rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
+                                    res.this_update, res.next_update, now)) {
+        res.verdict = RS_VERDICT_NOT_NEWER;
+        apr_cpystrn(res.detail, "not newer than the response held", sizeof(res.detail));
+        last->res = res;
+        last->result = RS_RESULT_NOT_NEWER;
+    }
     if (rs_verdict_is_valid(res.verdict)) {
-        /* the single place where a fetched response may replace the stored one */
-        newest = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
-                                         res.this_update, res.next_update, now);
-        if (newest) {
-            shared = rs_cache_resp_put(r->reg, r->s, e, body, len, res.next_update, p)
-                     == APR_SUCCESS;
-            if (shared)
-                rs_cache_changed(r->reg, e);
-        }
+        newest = 1;
+        shared = rs_cache_resp_put(r->reg, r->s, e, body, len, res.next_update, p)
+                 == APR_SUCCESS;
+        if (shared)
+            rs_cache_changed(r->reg, e);
         /* the server holds it even when the cache cannot: scheduled as held
          * (no refetch at every retry minimum), the other children read it
          * from the store */
-        rs_state_success(&st, now, &res, newest, &r->reg->sched, jitter());
+        rs_state_success(&st, now, &res, 1, &r->reg->sched, jitter());
     }
     else {
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
                          jitter());
     }
-    /* only POST today; GET comes with RFC 5019 support */
-    rs_state_count(&st, RS_METHOD_POST, rs_result_of(&res, newest));
+    for (i = 0; i < n; i++)
+        rs_state_count(&st, attempts[i].method, attempts[i].result);
     event = alert_transition(&st, now);
     rs_shared_state_put(r->reg, e, &st);
     rs_slots_release(&r->reg->shared->slots, t->slot, r->owner);
@@ -788,16 +805,17 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
                                        : "every child fetches it for itself (no store)",
                      rs_cache_size_for(len));
     if (r->reg->fleet)
-        fleet_after_fetch(r, e, newest, body, len, res.next_update,
-                          !rs_verdict_is_valid(res.verdict), st.next_attempt, p);
+        fleet_after_fetch(r, e, newest, body, len, res.next_update, !newest, st.next_attempt,
+                          p);
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
     if (newest && !shared && r->reg->store_dir)
         rs_cache_changed(r->reg, e); /* now in the store: the other children read it */
     rs_store_write_state(r->reg, r->s, e, &st, p);
-    if (rs_verdict_is_valid(res.verdict))
+    if (newest)
         offer(e, body, len, &res, now);
-    log_attempt(r, e, &res, &st, now - start, now, p);
+    for (i = 0; i < n; i++)
+        log_attempt(r, e, &attempts[i], i == n - 1, &st, now, p);
     if (event)
         report(r, e, event, &st, now, p);
 

@@ -356,6 +356,8 @@ const char *rs_verdict_name(rs_verdict_e v)
     case RS_VERDICT_NO_NEXT_UPDATE: return "no-nextupdate";
     case RS_VERDICT_EXPIRED: return "expired";
     case RS_VERDICT_TRANSPORT: return "transport";
+    case RS_VERDICT_HTTP: return "http";
+    case RS_VERDICT_NOT_NEWER: return "not-newer";
     }
     return "invalid";
 }

@@ -23,6 +23,10 @@ rs_result_e rs_result_of(const rs_ocsp_result_t *res, int newer)
         return newer ? RS_RESULT_OK : RS_RESULT_NOT_NEWER;
     case RS_VERDICT_TRANSPORT:
         return RS_RESULT_TRANSPORT;
+    case RS_VERDICT_HTTP:
+        return RS_RESULT_HTTP;
+    case RS_VERDICT_NOT_NEWER:
+        return RS_RESULT_NOT_NEWER;
     case RS_VERDICT_RESPONDER_ERROR:
         return RS_RESULT_RESPONDER_ERROR;
     default:
