@@ -6,11 +6,14 @@ usage: ocsp_responder.py PKIDIR PORT
   also: PORT+1 (f-refused, closed in mode "refused"), PORT+3 (the second CA),
   PORT+4 (accepts and never reads), [::1]:PORT+5 (the IPv6 leaf)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
-  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH]
+  GET  /<leaf>/<base64 request>   the same by RFC 5019 GET (URL-encoded base64 DER)
+  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH][&method=get|post]
                                   switch a leaf (name=* for all); thisupdate
-                                  pins thisUpdate (0: the current second)
-  GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
-                                  (name=*: one object, leaf -> that list)
+                                  pins thisUpdate (0: the current second);
+                                  with method, only requests by that method
+                                  answer in mode M (without: both, as before)
+  GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M, "method": GET|POST}
+                                  per request (name=*: one object, leaf -> that list)
   GET  /_ctl/ping
 Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
 garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
@@ -21,6 +24,7 @@ repeated, more than a small shared cache holds).
 connecting is refused for real.
 Listens on 127.0.0.1 only.
 """
+import base64
 import datetime
 import json
 import os
@@ -57,7 +61,8 @@ SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
 CA2, SIGNER2, SIGNER2_KEY = load_cert("ca2"), load_cert("signer2"), load_key("signer2")
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
-STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0}
+STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0,
+             "get": None, "post": None}
          for n, m in META.items()}
 LOG = {n: [] for n in META}
 UNSUCCESSFUL = {
@@ -69,9 +74,11 @@ UNSUCCESSFUL = {
 HANG_RELEASE = threading.Event()
 
 
-def mode_of(leaf):
+def mode_of(leaf, method=None):
+    """The mode a request by this method (GET/POST) is answered in."""
     with LOCK:
-        return STATE[leaf]["mode"]
+        st = STATE[leaf]
+        return (st.get(method.lower()) if method else None) or st["mode"]
 
 
 def build(leaf, mode, validity):
@@ -166,8 +173,11 @@ class Handler(BaseHTTPRequestHandler):
                 for n in names:
                     if n not in STATE:
                         return self.reply(404, b"no such leaf", "text/plain")
-                    if "mode" in q:
+                    if "mode" in q and q.get("method") in ("get", "post"):
+                        STATE[n][q["method"]] = q["mode"]
+                    elif "mode" in q:
                         STATE[n]["mode"] = q["mode"]
+                        STATE[n]["get"] = STATE[n]["post"] = None
                     if "validity" in q:
                         STATE[n]["validity"] = int(q["validity"])
                     if "thisupdate" in q:
@@ -183,6 +193,14 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     body = json.dumps(LOG.get(q.get("name"), [])).encode()
             return self.reply(200, body, "application/json")
+        # RFC 5019 / RFC 6960 A.1: GET /<leaf>/<url-encoded base64 of the DER>
+        parts = u.path.strip("/").split("/", 1)
+        if len(parts) == 2 and parts[0] in STATE:
+            try:
+                req_der = base64.b64decode(urllib.parse.unquote(parts[1]), validate=True)
+            except Exception:
+                req_der = b""
+            return self.ocsp(parts[0], req_der, "GET")
         return self.reply(404, b"not found", "text/plain")
 
     def do_POST(self):
@@ -191,9 +209,13 @@ class Handler(BaseHTTPRequestHandler):
         req_der = self.rfile.read(n) if 0 < n < 65536 else b""
         if leaf not in STATE:
             return self.reply(404, b"unknown leaf", "text/plain")
-        entry = {"t": time.time(), "mode": mode_of(leaf)}
+        return self.ocsp(leaf, req_der, "POST")
+
+    def ocsp(self, leaf, req_der, method):
+        mode = mode_of(leaf, method)
+        entry = {"t": time.time(), "mode": mode, "method": method}
         with LOCK:
-            mode, validity = STATE[leaf]["mode"], STATE[leaf]["validity"]
+            validity = STATE[leaf]["validity"]
             LOG[leaf].append(entry)
         try:
             self.answer(leaf, mode, validity, req_der)
