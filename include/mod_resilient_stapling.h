@@ -231,7 +231,18 @@ apr_status_t rs_notifier_start(rs_notifier_t **pn, const char *cmd, server_rec *
 void rs_notify(rs_notifier_t *n, const rs_entry_t *e, const char *event, const char *state,
                const char *reason);
 
+/* mod_resilient_stapling_startup.c: in post_config, after the restore:
+ * certificates without a valid response are fetched (bounded by
+ * ResilientStaplingStartupWait) before the children serve them. */
+void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp);
+
 /* mod_resilient_stapling_refresh.c */
+/* The log line of one request of a round (RS0201, RS0202, RS0203):
+ * stapled_until is when what is stapled meanwhile expires, when a phrase
+ * appended to the line ("" or " (before serving it)"). */
+void rs_log_attempt(server_rec *s, const rs_entry_t *e, const rs_attempt_t *a, int last,
+                    const rs_state_t *st, apr_time_t stapled_until, const char *when,
+                    apr_time_t now, apr_pool_t *p);
 apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s,
                                 rs_notifier_t *notifier);
 

@@ -214,6 +214,8 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     /* before any child: the first handshake after a restart finds them */
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
         return rc;
+    /* new certificates (none stored, or replaced at this reload) */
+    rs_startup_fetch(registry, s, ptemp);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                  "RS0006: stapling %d certificate(s), shared cache %s%s%s, store %s",
                  registry->entries->nelts, registry->cache_desc,

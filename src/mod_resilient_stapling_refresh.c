@@ -665,47 +665,45 @@ static void fleet_tick(refresher_t *r, apr_time_t now)
 
 /* --- one fetch --- */
 
-/* One line per request: a round that fell back from GET to POST logs both. */
-static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_attempt_t *a, int last,
-                        const rs_state_t *st, apr_time_t now, apr_pool_t *p)
+void rs_log_attempt(server_rec *s, const rs_entry_t *e, const rs_attempt_t *a, int last,
+                    const rs_state_t *st, apr_time_t stapled_until, const char *when,
+                    apr_time_t now, apr_pool_t *p)
 {
     const rs_ocsp_result_t *res = &a->res;
     const char *method = rs_method_name(a->method);
-    apr_time_t this_update, next_update;
     long in_sec = (long)apr_time_sec(st->next_attempt - now);
 
     if (res->verdict == RS_VERDICT_GOOD) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                      "RS0201: OCSP response for %s (serial %s) from %s by %s in %ld ms: good, "
-                     "nextUpdate %s, next renewal in %ld s", e->cert->subject, e->cert->serial,
-                     e->url, method, (long)apr_time_as_msec(a->took),
-                     fmt_time(p, res->next_update), in_sec);
+                     "nextUpdate %s, next renewal in %ld s%s", e->cert->subject,
+                     e->cert->serial, e->url, method, (long)apr_time_as_msec(a->took),
+                     fmt_time(p, res->next_update), in_sec, when);
         return;
     }
     if (res->verdict == RS_VERDICT_REVOKED) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
                      "RS0203: certificate %s (serial %s) is REVOKED according to %s by %s "
-                     "(revoked %s, reason %d); stapling the revocation",
+                     "(revoked %s, reason %d); stapling the revocation%s",
                      e->cert->subject, e->cert->serial, e->url, method,
-                     fmt_time(p, res->revocation_time), res->revocation_reason);
+                     fmt_time(p, res->revocation_time), res->revocation_reason, when);
         return;
     }
-    rs_staple_times(e->staple, &this_update, &next_update);
     /* a Must-Staple certificate with nothing to staple is an outage */
     ap_log_error(APLOG_MARK,
-                 next_update <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
-                 r->s, "RS0202: OCSP fetch for %s (serial %s) from %s by %s failed after %ld ms: "
-                 "%s (%s); %s; %s", e->cert->subject, e->cert->serial, e->url, method,
+                 stapled_until <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
+                 s, "RS0202: OCSP fetch for %s (serial %s) from %s by %s failed after %ld ms: "
+                 "%s (%s); %s; %s%s", e->cert->subject, e->cert->serial, e->url, method,
                  (long)apr_time_as_msec(a->took), rs_verdict_name(res->verdict), res->detail,
-                 next_update > now
+                 stapled_until > now
                      ? apr_psprintf(p, "still stapling the response valid until %s",
-                                    fmt_time(p, next_update))
+                                    fmt_time(p, stapled_until))
                      : e->cert->must_staple ? "nothing valid to staple (Must-Staple: clients "
                                               "will refuse the certificate)"
                                             : "nothing valid to staple",
                  last ? apr_psprintf(p, "retry in %ld s, %u consecutive failure(s)", in_sec,
                                      st->failures)
-                      : "trying POST at once");
+                      : "trying POST at once", when);
 }
 
 static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
@@ -721,7 +719,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     rs_state_t st;
     unsigned char *body = NULL;
     apr_size_t len = 0;
-    apr_time_t now;
+    apr_time_t now, this_update, stapled_until;
     int newest = 0, shared = 0, n, i;
     const char *event = NULL;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
@@ -814,8 +812,9 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     rs_store_write_state(r->reg, r->s, e, &st, p);
     if (newest)
         offer(e, body, len, &res, now);
+    rs_staple_times(e->staple, &this_update, &stapled_until);
     for (i = 0; i < n; i++)
-        log_attempt(r, e, &attempts[i], i == n - 1, &st, now, p);
+        rs_log_attempt(r->s, e, &attempts[i], i == n - 1, &st, stapled_until, "", now, p);
     if (event)
         report(r, e, event, &st, now, p);
 

@@ -165,7 +165,7 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    "\"must_staple\":%s,\"state\":\"%s\",\"this_update\":%s,\"next_update\":%s,"
                    "\"seconds_left\":%s,\"next_attempt\":%s,\"last_success\":%s,"
                    "\"last_attempt\":%s,\"last_error\":%s,\"last_ocsp_status\":%s,"
-                   "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u}",
+                   "\"consecutive_failures\":%u,\"fetches\":%u,\"failures\":%u",
                    rs_json_string(p, row->subject), rs_json_string(p, row->serial),
                    rs_json_string(p, row->issuer), row->url ? rs_json_string(p, row->url) : "null",
                    row->must_staple ? "true" : "false", rs_cert_state_name(row->state),
@@ -179,6 +179,19 @@ static void emit_json(request_rec *r, rs_registry_t *reg, apr_array_header_t *ro
                    st->last_error[0] ? rs_json_string(p, st->last_error) : "null",
                    status ? rs_json_string(p, status) : "null", st->failures, st->fetches,
                    st->fetch_failures);
+        /* the request method of the last attempt, attempts by method and result */
+        ap_rprintf(r, ",\"last_method\":%s,\"attempts\":{", st->last_method >= 0
+                   ? apr_psprintf(p, "\"%s\"", rs_method_name((rs_method_e)st->last_method))
+                   : "null");
+        for (k = 0; k < RS_METHOD_COUNT; k++) {
+            int m;
+            ap_rprintf(r, "%s\"%s\":{", k ? "," : "", rs_method_name((rs_method_e)k));
+            for (m = 0; m < RS_RESULT_COUNT; m++)
+                ap_rprintf(r, "%s\"%s\":%u", m ? "," : "", rs_result_name((rs_result_e)m),
+                           st->attempts[k][m]);
+            ap_rputs("}", r);
+        }
+        ap_rputs("}}", r);
     }
     ap_rputs("]}\n", r);
 }
