@@ -7,9 +7,10 @@ usage: ocsp_responder.py PKIDIR PORT
   PORT+4 (accepts and never reads), [::1]:PORT+5 (the IPv6 leaf)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
   GET  /<leaf>/<base64 request>   the same by RFC 5019 GET (URL-encoded base64 DER)
-  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH][&method=get|post]
+  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH][&method=get|post][&delay=S]
                                   switch a leaf (name=* for all); thisupdate
                                   pins thisUpdate (0: the current second);
+                                  delay: seconds every answer waits first;
                                   with method, only requests by that method
                                   answer in mode M (without: both, as before)
   GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M, "method": GET|POST}
@@ -62,7 +63,7 @@ CA2, SIGNER2, SIGNER2_KEY = load_cert("ca2"), load_cert("signer2"), load_key("si
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
 STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0,
-             "get": None, "post": None}
+             "get": None, "post": None, "delay": 0.0}
          for n, m in META.items()}
 LOG = {n: [] for n in META}
 UNSUCCESSFUL = {
@@ -180,6 +181,8 @@ class Handler(BaseHTTPRequestHandler):
                         STATE[n]["get"] = STATE[n]["post"] = None
                     if "validity" in q:
                         STATE[n]["validity"] = int(q["validity"])
+                    if "delay" in q:
+                        STATE[n]["delay"] = float(q["delay"])
                     if "thisupdate" in q:
                         STATE[n]["this"] = int(q["thisupdate"])
                 HANG_RELEASE.set()  # requests hanging in an old mode give up
@@ -215,8 +218,10 @@ class Handler(BaseHTTPRequestHandler):
         mode = mode_of(leaf, method)
         entry = {"t": time.time(), "mode": mode, "method": method}
         with LOCK:
-            validity = STATE[leaf]["validity"]
+            validity, delay = STATE[leaf]["validity"], STATE[leaf]["delay"]
             LOG[leaf].append(entry)
+        if delay:
+            time.sleep(delay)
         try:
             self.answer(leaf, mode, validity, req_der)
         finally:

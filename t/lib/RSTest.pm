@@ -133,6 +133,7 @@ sub handshake_on {
     $r{this_update} = parse_time($1) if $out =~ /This Update: (.+)/;
     $r{next_update} = parse_time($1) if $out =~ /Next Update: (.+)/;
     ($r{serial} = $1) =~ s/^0+// if $out =~ /OCSP Response Data:.*?Serial Number: (\w+)/s;
+    $r{cn} = $1 if $out =~ /^subject=.*?CN\s*=\s*([\w.-]+)/m;  # the certificate presented
     return \%r;
 }
 
