@@ -57,11 +57,23 @@ typedef struct {
     pthread_mutex_t lock;
 } helper_t;
 
-static int write_full(int fd, const void *buf, size_t len)
+/* All of len bytes through fd: written (deadline 0: blocking), or read
+ * before the deadline. 0, or -1 (EOF, error, late). */
+static int transfer(int fd, void *buf, size_t len, int writing, apr_time_t deadline)
 {
-    const char *p = buf;
+    char *p = buf;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n;
+        if (!writing) {
+            apr_interval_time_t left = deadline - apr_time_now();
+            struct pollfd pfd = {fd, POLLIN, 0};
+            int rc = left > 0 ? poll(&pfd, 1, (int)(apr_time_as_msec(left) + 1)) : 0;
+            if (rc < 0 && errno == EINTR)
+                continue;
+            if (rc <= 0)
+                return -1;
+        }
+        n = writing ? write(fd, p, len) : read(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -124,8 +136,8 @@ static void *helper_thread(void *data)
                               at[k].len, p);
         }
         pthread_mutex_lock(&h->lock);
-        if (write_full(h->fd, &w, sizeof(w)) == 0 && w.body_len)
-            write_full(h->fd, at[k].body, w.body_len);
+        if (transfer(h->fd, &w, sizeof(w), 1, 0) == 0 && w.body_len)
+            transfer(h->fd, at[k].body, w.body_len, 1, 0);
         pthread_mutex_unlock(&h->lock);
     }
     apr_pool_destroy(p);
@@ -163,34 +175,6 @@ static void helper_main(rs_registry_t *reg, int *todo, int ntodo, int fd)
     for (i = 0; i < nthreads; i++)
         pthread_join(th[i], NULL);
     _exit(0); /* no pool cleanups: they belong to the parent */
-}
-
-/* Read exactly len bytes before the deadline: 0, or -1 (EOF, error, late). */
-static int read_until(int fd, void *buf, size_t len, apr_time_t deadline)
-{
-    char *p = buf;
-    while (len > 0) {
-        apr_interval_time_t left = deadline - apr_time_now();
-        struct pollfd pfd = {fd, POLLIN, 0};
-        ssize_t n;
-        int rc;
-
-        if (left <= 0)
-            return -1;
-        rc = poll(&pfd, 1, (int)(apr_time_as_msec(left) + 1));
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0)
-            return -1;
-        n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 static double no_jitter(void)
@@ -298,14 +282,14 @@ void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     while (got < ntodo) {
         wire_t w;
         unsigned char *body = NULL;
-        if (read_until(fds[0], &w, sizeof(w), deadline) != 0)
+        if (transfer(fds[0], &w, sizeof(w), 0, deadline) != 0)
             break;
         if (w.index < 0 || w.index >= reg->entries->nelts || w.n < 1 || w.n > 2
             || w.body_len > RS_MAX_RESPONSE_LEN)
             break;
         if (w.body_len) {
             body = apr_palloc(ptemp, w.body_len);
-            if (read_until(fds[0], body, w.body_len, deadline) != 0)
+            if (transfer(fds[0], body, w.body_len, 0, deadline) != 0)
                 break;
         }
         got++;

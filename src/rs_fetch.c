@@ -153,16 +153,25 @@ static apr_status_t check_content_type(fetch_t *f)
     return RS_FETCH_EHTTP;
 }
 
-static int bound_read(BIO *b, char *out, int outl)
+/* What every read and write checks first: the chain is whole, nothing cut
+ * it yet, and neither deadline nor cancel has come. */
+static fetch_t *bound_enter(BIO *b)
 {
     fetch_t *f = BIO_get_data(b);
-    BIO *next = BIO_next(b);
+    BIO_clear_retry_flags(b);
+    if (!BIO_next(b) || !f)
+        return NULL;
+    if (f->cut != APR_SUCCESS || (f->cut = check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
+        return NULL;
+    return f;
+}
+
+static int bound_read(BIO *b, char *out, int outl)
+{
+    fetch_t *f = bound_enter(b);
     int n;
 
-    BIO_clear_retry_flags(b);
-    if (!next || !f)
-        return -1;
-    if (f->cut != APR_SUCCESS || (f->cut = check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
+    if (!f)
         return -1;
     if (f->bytes_in >= f->read_cap) {
         apr_snprintf(f->err, f->errlen, "HTTP exchange: the answer exceeds %" APR_SIZE_T_FMT
@@ -172,7 +181,7 @@ static int bound_read(BIO *b, char *out, int outl)
     }
     if ((apr_size_t)outl > f->read_cap - f->bytes_in)
         outl = (int)(f->read_cap - f->bytes_in);
-    n = BIO_read(next, out, outl);
+    n = BIO_read(BIO_next(b), out, outl);
     if (n > 0) {
         f->bytes_in += (apr_size_t)n;
         keep_head(f, out, (apr_size_t)n);
@@ -183,16 +192,10 @@ static int bound_read(BIO *b, char *out, int outl)
 
 static int bound_write(BIO *b, const char *in, int inl)
 {
-    fetch_t *f = BIO_get_data(b);
-    BIO *next = BIO_next(b);
     int n;
-
-    BIO_clear_retry_flags(b);
-    if (!next || !f)
+    if (!bound_enter(b))
         return -1;
-    if ((f->cut = check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
-        return -1;
-    n = BIO_write(next, in, inl);
+    n = BIO_write(BIO_next(b), in, inl);
     BIO_copy_next_retry(b);
     return n;
 }
