@@ -247,7 +247,9 @@ void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     int i, ntodo = 0, fds[2], status, got = 0, held = 0;
     pid_t pid;
 
-    if (reg->startup_wait <= 0)
+    /* a fleet shares new responses (one fetch per certificate for all its
+     * servers), and the parent never talks to the fleet cache */
+    if (reg->startup_wait <= 0 || reg->fleet)
         return;
     for (i = 0; i < reg->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
