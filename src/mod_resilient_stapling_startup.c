@@ -35,6 +35,10 @@ APLOG_USE_MODULE(resilient_stapling);
 /* A certificate whose last attempt failed less than this long ago is not
  * fetched before serving: its responder is known to be failing. */
 #define RECENT_FAILURE apr_time_from_sec(600)
+/* The helper starts no round this close to the bound and ends every fetch
+ * by then, so that what it started is reported, not killed in flight (a
+ * request the responder saw but nobody recorded would be made again). */
+#define HELPER_MARGIN apr_time_from_msec(250)
 
 /* One round as the helper reports it; the response follows (body_len bytes). */
 typedef struct {
@@ -54,6 +58,7 @@ typedef struct {
     int ntodo;
     int next;             /* the next of todo to fetch; lock */
     int fd;               /* the pipe to the parent; lock while writing */
+    apr_time_t deadline;  /* no round starts after it, none lasts past it */
     pthread_mutex_t lock;
 } helper_t;
 
@@ -98,8 +103,10 @@ static void *helper_thread(void *data)
         wire_t w;
         int i, k;
 
+        apr_interval_time_t left = h->deadline - apr_time_now();
+
         pthread_mutex_lock(&h->lock);
-        i = h->next < h->ntodo ? h->todo[h->next++] : -1;
+        i = h->next < h->ntodo && left > 0 ? h->todo[h->next++] : -1;
         pthread_mutex_unlock(&h->lock);
         if (i < 0)
             break;
@@ -108,7 +115,7 @@ static void *helper_thread(void *data)
         memset(&opts, 0, sizeof(opts));
         opts.url = e->url;
         opts.proxy = h->reg->proxy;
-        opts.timeout = h->reg->timeout;
+        opts.timeout = h->reg->timeout < left ? h->reg->timeout : left;
         opts.max_len = RS_MAX_RESPONSE_LEN;
         memset(&round, 0, sizeof(round));
         round.cert = e->cert;
@@ -145,7 +152,7 @@ static void *helper_thread(void *data)
 }
 
 /* The helper process: never returns. */
-static void helper_main(rs_registry_t *reg, int *todo, int ntodo, int fd)
+static void helper_main(rs_registry_t *reg, int *todo, int ntodo, int fd, apr_time_t deadline)
 {
     helper_t h;
     pthread_t th[RS_MAX_SLOTS];
@@ -163,6 +170,7 @@ static void helper_main(rs_registry_t *reg, int *todo, int ntodo, int fd)
     h.todo = todo;
     h.ntodo = ntodo;
     h.fd = fd;
+    h.deadline = deadline;
     pthread_mutex_init(&h.lock, NULL);
     if (nthreads > RS_MAX_SLOTS)
         nthreads = RS_MAX_SLOTS;
@@ -278,7 +286,7 @@ void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     }
     if (pid == 0) {
         close(fds[0]);
-        helper_main(reg, todo, ntodo, fds[1]);
+        helper_main(reg, todo, ntodo, fds[1], deadline - HELPER_MARGIN);
     }
     close(fds[1]);
     while (got < ntodo) {
