@@ -78,6 +78,7 @@ typedef struct {
     apr_size_t req_len;
     apr_time_t held_this, held_next;  /* the held response, 0 if none */
     apr_interval_time_t skew;
+    apr_time_t deadline;              /* 0, or no attempt lasts past it */
 } rs_round_t;
 
 /* A round: GET when allowed and the URL fits, then, if that attempt did

@@ -748,6 +748,7 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     round.held_this = st.resp_this_update;
     round.held_next = st.resp_next_update;
     round.skew = r->reg->skew;
+    round.deadline = 0; /* each request has the responder timeout */
     n = rs_fetch_round(p, &opts, r->reg->method, &round, attempts);
     now = apr_time_now();
     if (n == 0)

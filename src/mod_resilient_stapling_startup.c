@@ -115,13 +115,14 @@ static void *helper_thread(void *data)
         memset(&opts, 0, sizeof(opts));
         opts.url = e->url;
         opts.proxy = h->reg->proxy;
-        opts.timeout = h->reg->timeout < left ? h->reg->timeout : left;
+        opts.timeout = h->reg->timeout;
         opts.max_len = RS_MAX_RESPONSE_LEN;
         memset(&round, 0, sizeof(round));
         round.cert = e->cert;
         round.req = e->req_der;
         round.req_len = e->req_len;
         round.skew = h->reg->skew;
+        round.deadline = h->deadline;
         memset(&w, 0, sizeof(w));
         w.index = i;
         w.n = rs_fetch_round(p, &opts, h->reg->method, &round, at);

@@ -693,6 +693,12 @@ int rs_fetch_round(apr_pool_t *p, const rs_fetch_opts_t *opts, rs_fetch_mode_e m
         apr_status_t rv;
 
         o.method = methods[i];
+        if (round->deadline) {
+            if (round->deadline <= start)
+                break;
+            if (o.timeout > round->deadline - start)
+                o.timeout = round->deadline - start;
+        }
         memset(a, 0, sizeof(*a));
         a->method = methods[i];
         rv = rs_fetch(p, &o, round->req, round->req_len, &a->body, &a->len, err,

@@ -454,6 +454,20 @@ static void test_round_falls_back_to_post(void **state)
     assert_int_equal(a[0].method, RS_METHOD_GET);
 }
 
+static void test_round_deadline(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/hang", apr_time_from_sec(5));
+    rs_round_t r = {cert, req_der, req_len, 0, 0, apr_time_from_sec(5), 0};
+    rs_attempt_t a[2];
+    apr_time_t t0 = apr_time_now();
+    (void)state;
+    /* the GET hangs until the round's deadline; no POST is started after it */
+    r.deadline = t0 + apr_time_from_msec(400);
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 1);
+    assert_int_equal(a[0].result, RS_RESULT_TRANSPORT);
+    assert_true(apr_time_now() - t0 < apr_time_from_msec(900));
+}
+
 static void test_deadline_holds_when_responder_hangs(void **state)
 {
     rs_fetch_opts_t o = opts_for("/hang", apr_time_from_msec(800));
@@ -589,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_resolution_keeps_deadline),
         cmocka_unit_test(test_ipv6_host_header),
         cmocka_unit_test(test_round_falls_back_to_post),
+        cmocka_unit_test(test_round_deadline),
     };
     return cmocka_run_group_tests_name("rs_fetch", tests, setup, teardown);
 }
