@@ -427,7 +427,7 @@ static void test_ipv6_host_header(void **state)
 static void test_round_falls_back_to_post(void **state)
 {
     rs_fetch_opts_t o = opts_for("/postonly", apr_time_from_sec(5));
-    rs_round_t r = {cert, req_der, req_len, 0, 0, apr_time_from_sec(5)};
+    rs_round_t r = {cert, req_der, req_len, 0, 0, apr_time_from_sec(5), 0};
     rs_attempt_t a[2];
     (void)state;
     assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 2);
