@@ -152,7 +152,7 @@ sub ctl { RSTest::http_get($rport, "/_ctl/set?name=*&$_[0]") }
 # POST refresh=all to the status page of server $n (a TLS port: SNI needed)
 sub refresh_all {
     my $n = shift;
-    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 10 -d refresh=all --resolve s0000.rs.test:$sport{$n}:127.0.0.1 https://s0000.rs.test:$sport{$n}/rs-status`;
+    my $code = `curl -sk -o /dev/null -w '%{http_code}' --max-time 10 -X POST --resolve s0000.rs.test:$sport{$n}:127.0.0.1 'https://s0000.rs.test:$sport{$n}/rs-status?refresh=all'`;
     warn "# refresh on $n: HTTP $code\n" unless $code eq '200';
 }
 
