@@ -227,6 +227,18 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             entry["end"] = time.time()  # lets tests count requests in flight
 
+    def wait_client_gone(self, seconds, release=None):
+        """Until the client hangs up (or release is set): the request's end
+        in the log is then when the client gave up."""
+        deadline = time.time() + seconds
+        while time.time() < deadline and not (release and release.is_set()):
+            r, _, _ = select.select([self.connection], [], [], 0.05)
+            try:
+                if r and not self.connection.recv(1, socket.MSG_PEEK):
+                    break
+            except OSError:
+                break
+
     def answer(self, leaf, mode, validity, req_der):
         try:
             ocsp.load_der_ocsp_request(req_der)
@@ -251,11 +263,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             # hold the request until released, or until the client gives up
             # (so the request log shows how long the client really waited)
-            deadline = time.time() + 120
-            while time.time() < deadline and not HANG_RELEASE.is_set():
-                r, _, _ = select.select([self.connection], [], [], 0.05)
-                if r and not self.connection.recv(1, socket.MSG_PEEK):
-                    break
+            self.wait_client_gone(120, HANG_RELEASE)
             self.close_connection = True
             return
         if mode == "slow":
@@ -277,7 +285,7 @@ class Handler(BaseHTTPRequestHandler):
             self.start_body(len(body) + 100)
             self.wfile.write(body)
             self.wfile.flush()
-            time.sleep(30)
+            self.wait_client_gone(30)
             self.close_connection = True
             return
         if mode == "clless":
@@ -338,11 +346,13 @@ class NeverReadHandler(Handler):
     def handle(self):
         if mode_of("f-noread") != "noread":
             return Handler.handle(self)
+        entry = {"t": time.time(), "mode": "noread"}
         with LOCK:
-            LOG["f-noread"].append({"t": time.time(), "mode": "noread"})
+            LOG["f-noread"].append(entry)
         poller = select.poll()
         poller.register(self.connection, select.POLLRDHUP)
         poller.poll(30000)
+        entry["end"] = time.time()  # the client gave up
 
 
 def main():
