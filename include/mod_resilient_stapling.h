@@ -13,6 +13,7 @@
 #include <apr_shm.h>
 
 #include "rs_metrics.h"
+#include "rs_fetch.h"
 #include "rs_ocsp.h"
 #include "rs_sched.h"
 #include "rs_due.h"
@@ -29,6 +30,7 @@ extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 #define RS_DEFAULT_RETRY_MAX apr_time_from_sec(3600)
 #define RS_DEFAULT_SKEW apr_time_from_sec(300)
 #define RS_DEFAULT_MAX_FETCHES 8
+#define RS_DEFAULT_STARTUP_WAIT apr_time_from_sec(5)
 #define RS_DEFAULT_STORE "state/resilient_stapling" /* under ServerRoot */
 
 /* Per server (vhost) configuration. Global-only values are read from the
@@ -47,6 +49,8 @@ typedef struct {
     int max_fetches;
     const char *store;            /* NULL: default; "none": off */
     const char *notify_cmd;
+    int method;                   /* rs_fetch_mode_e, -1: unset */
+    apr_interval_time_t startup_wait;
 } rs_srv_conf_t;
 
 void *rs_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -125,6 +129,8 @@ typedef struct {
     const char *proxy;
     const char *store_dir;           /* NULL: no persistent store */
     const char *notify_cmd;
+    rs_fetch_mode_e method;          /* ResilientStaplingMethod */
+    apr_interval_time_t startup_wait;/* ResilientStaplingStartupWait, 0: off */
     apr_array_header_t *skipped;     /* rs_skipped_t: primed, but not stapled */
 } rs_registry_t;
 
@@ -232,7 +238,18 @@ apr_status_t rs_notifier_start(rs_notifier_t **pn, const char *cmd, server_rec *
 void rs_notify(rs_notifier_t *n, const rs_entry_t *e, const char *event, const char *state,
                const char *reason);
 
+/* mod_resilient_stapling_startup.c: in post_config, after the restore:
+ * certificates without a valid response are fetched (bounded by
+ * ResilientStaplingStartupWait) before the children serve them. */
+void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp);
+
 /* mod_resilient_stapling_refresh.c */
+/* The log line of one request of a round (RS0201, RS0202, RS0203):
+ * stapled_until is when what is stapled meanwhile expires, when a phrase
+ * appended to the line ("" or " (before serving it)"). */
+void rs_log_attempt(server_rec *s, const rs_entry_t *e, const rs_attempt_t *a, int last,
+                    const rs_state_t *st, apr_time_t stapled_until, const char *when,
+                    apr_time_t now, apr_pool_t *p);
 apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_rec *s,
                                 rs_notifier_t *notifier);
 

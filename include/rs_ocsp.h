@@ -36,6 +36,8 @@ typedef enum {
     RS_VERDICT_NO_NEXT_UPDATE,
     RS_VERDICT_EXPIRED,
     RS_VERDICT_TRANSPORT, /* set by the fetcher, never by rs_ocsp_check */
+    RS_VERDICT_HTTP,      /* the fetcher: an HTTP answer that is no OCSP response */
+    RS_VERDICT_NOT_NEWER, /* the fetcher: verified, but not newer than the held one */
 } rs_verdict_e;
 
 typedef struct {

@@ -107,7 +107,11 @@ void rs_state_unclaim(rs_state_t *st, apr_uint64_t owner);
 void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fetched,
                       int replaced, const rs_sched_conf_t *conf, double jitter);
 
-/* A failed attempt: the stored response (if any) stays; back off. */
+/* A failed attempt (a verified response not newer than the held one is
+ * one too): the stored response (if any) stays; back off, by the short
+ * ladder while nothing valid is held. No schedule (success, failure,
+ * adopt) puts the next attempt past the held response's nextUpdate minus a
+ * margin (a tenth of its lifetime, 1 s to 5 min). */
 void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
                       int resp_status, const char *reason,
                       const rs_sched_conf_t *conf, double jitter);
@@ -143,6 +147,15 @@ apr_time_t rs_sched_renew_at(const rs_sched_conf_t *conf, apr_time_t this_update
  * retry_min * 2^(n-1), +-10 %, within [retry_min, retry_max]. */
 apr_time_t rs_sched_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
                              unsigned failures, double jitter);
+
+/* When to try again after the n-th consecutive failure of a certificate
+ * with nothing valid to staple: a short ladder first (2, 4, 8, 16, 32 s,
+ * +-10 %, never slower than the configured backoff), then the configured
+ * backoff as if counting from the first failure. */
+#define RS_FAST_STEPS 5
+#define RS_FAST_FIRST apr_time_from_sec(2)
+apr_time_t rs_sched_fast_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
+                                  unsigned failures, double jitter);
 
 /* Fetches in flight across the whole server (all children; a fleet with a
  * shared cache): a table of slots, each held until a fetch ends or its

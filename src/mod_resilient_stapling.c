@@ -173,7 +173,10 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
     reg->max_fetches = g->max_fetches > 0 ? g->max_fetches : RS_DEFAULT_MAX_FETCHES;
     reg->proxy = g->proxy;
     reg->notify_cmd = g->notify_cmd;
-    reg->sched.lease = reg->timeout + LEASE_GRACE;
+    reg->method = g->method >= 0 ? (rs_fetch_mode_e)g->method : RS_FETCH_AUTO;
+    reg->startup_wait = g->startup_wait >= 0 ? g->startup_wait : RS_DEFAULT_STARTUP_WAIT;
+    /* a round of auto may make two requests, each with the full timeout */
+    reg->sched.lease = reg->timeout * (reg->method == RS_FETCH_AUTO ? 2 : 1) + LEASE_GRACE;
     if (!g->store)
         reg->store_dir = instance_store(reg->pool,
                                         ap_server_root_relative(reg->pool, RS_DEFAULT_STORE));
@@ -212,6 +215,8 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     /* before any child: the first handshake after a restart finds them */
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
         return rc;
+    /* new certificates (none stored, or replaced at this reload) */
+    rs_startup_fetch(registry, s, ptemp);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                  "RS0006: stapling %d certificate(s), responses in %s%s%s, store %s",
                  registry->entries->nelts, registry->cache_desc,

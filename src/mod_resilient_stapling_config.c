@@ -21,6 +21,8 @@ void *rs_create_srv_conf(apr_pool_t *p, server_rec *s)
     c->renew_window_pct = -1;
     c->timeout = c->retry_min = c->retry_max = c->skew = UNSET_TIME;
     c->max_fetches = -1;
+    c->method = -1;
+    c->startup_wait = UNSET_TIME;
     return c;
 }
 
@@ -43,6 +45,8 @@ void *rs_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->max_fetches = MERGE(max_fetches, -1);
     c->store = MERGE(store, NULL);
     c->notify_cmd = MERGE(notify_cmd, NULL);
+    c->method = MERGE(method, -1);
+    c->startup_wait = MERGE(startup_wait, UNSET_TIME);
     return c;
 }
 
@@ -206,6 +210,31 @@ static const char *set_notify_cmd(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_method(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    if (err)
+        return err;
+    if (!strcasecmp(arg, "auto"))
+        conf_of(cmd)->method = RS_FETCH_AUTO;
+    else if (!strcasecmp(arg, "get"))
+        conf_of(cmd)->method = RS_FETCH_GET_ONLY;
+    else if (!strcasecmp(arg, "post"))
+        conf_of(cmd)->method = RS_FETCH_POST_ONLY;
+    else
+        return apr_psprintf(cmd->pool, "%s: '%s' is not auto, get or post", cmd->cmd->name,
+                            arg);
+    return NULL;
+}
+
+static const char *set_startup_wait(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dc;
+    return err ? err : parse_seconds(cmd, arg, 0, 60, &conf_of(cmd)->startup_wait);
+}
+
 const command_rec rs_cmds[] = {
     AP_INIT_FLAG("ResilientStapling", set_enabled, NULL, RSRC_CONF,
                  "on|off: staple OCSP responses for this server's certificates"),
@@ -232,5 +261,11 @@ const command_rec rs_cmds[] = {
     AP_INIT_TAKE1("ResilientStaplingNotifyCmd", set_notify_cmd, NULL, RSRC_CONF,
                   "program run on expiring, expired, revoked and recovered, with the "
                   "arguments EVENT ID SUBJECT STATE REASON"),
+    AP_INIT_TAKE1("ResilientStaplingMethod", set_method, NULL, RSRC_CONF,
+                  "auto|get|post: auto asks by RFC 5019 GET when the request fits in "
+                  "255 bytes and falls back to POST in the same round (auto)"),
+    AP_INIT_TAKE1("ResilientStaplingStartupWait", set_startup_wait, NULL, RSRC_CONF,
+                  "seconds: at startup and reload, how long certificates without a valid "
+                  "response are fetched for before children serve them; 0: off (5)"),
     {NULL}
 };

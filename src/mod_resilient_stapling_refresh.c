@@ -522,44 +522,45 @@ static void fleet_tick(refresher_t *r, apr_time_t now)
 
 /* --- one fetch --- */
 
-static void log_attempt(refresher_t *r, rs_entry_t *e, const rs_ocsp_result_t *res,
-                        const rs_state_t *st, apr_interval_time_t took, apr_time_t now,
-                        apr_pool_t *p)
+void rs_log_attempt(server_rec *s, const rs_entry_t *e, const rs_attempt_t *a, int last,
+                    const rs_state_t *st, apr_time_t stapled_until, const char *when,
+                    apr_time_t now, apr_pool_t *p)
 {
-    apr_time_t this_update, next_update;
+    const rs_ocsp_result_t *res = &a->res;
+    const char *method = rs_method_name(a->method);
     long in_sec = (long)apr_time_sec(st->next_attempt - now);
 
     if (res->verdict == RS_VERDICT_GOOD) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, r->s,
-                     "RS0201: OCSP response for %s (serial %s) from %s in %ld ms: good, "
-                     "nextUpdate %s, next renewal in %ld s", e->cert->subject, e->cert->serial,
-                     e->url, (long)apr_time_as_msec(took), fmt_time(p, res->next_update),
-                     in_sec);
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                     "RS0201: OCSP response for %s (serial %s) from %s by %s in %ld ms: good, "
+                     "nextUpdate %s, next renewal in %ld s%s", e->cert->subject,
+                     e->cert->serial, e->url, method, (long)apr_time_as_msec(a->took),
+                     fmt_time(p, res->next_update), in_sec, when);
         return;
     }
     if (res->verdict == RS_VERDICT_REVOKED) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s,
-                     "RS0203: certificate %s (serial %s) is REVOKED according to %s "
-                     "(revoked %s, reason %d); stapling the revocation",
-                     e->cert->subject, e->cert->serial, e->url,
-                     fmt_time(p, res->revocation_time), res->revocation_reason);
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "RS0203: certificate %s (serial %s) is REVOKED according to %s by %s "
+                     "(revoked %s, reason %d); stapling the revocation%s",
+                     e->cert->subject, e->cert->serial, e->url, method,
+                     fmt_time(p, res->revocation_time), res->revocation_reason, when);
         return;
     }
-    rs_shm_staple_times(r->reg->staples, e->index, &this_update, &next_update, NULL);
     /* a Must-Staple certificate with nothing to staple is an outage */
     ap_log_error(APLOG_MARK,
-                 next_update <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
-                 r->s, "RS0202: OCSP fetch for %s (serial %s) from %s failed after %ld ms: %s "
-                 "(%s); %s; retry in %ld s, %u consecutive failure(s)",
-                 e->cert->subject, e->cert->serial, e->url, (long)apr_time_as_msec(took),
-                 rs_verdict_name(res->verdict), res->detail,
-                 next_update > now
+                 stapled_until <= now && e->cert->must_staple ? APLOG_ERR : APLOG_WARNING, 0,
+                 s, "RS0202: OCSP fetch for %s (serial %s) from %s by %s failed after %ld ms: "
+                 "%s (%s); %s; %s%s", e->cert->subject, e->cert->serial, e->url, method,
+                 (long)apr_time_as_msec(a->took), rs_verdict_name(res->verdict), res->detail,
+                 stapled_until > now
                      ? apr_psprintf(p, "still stapling the response valid until %s",
-                                    fmt_time(p, next_update))
+                                    fmt_time(p, stapled_until))
                      : e->cert->must_staple ? "nothing valid to staple (Must-Staple: clients "
                                               "will refuse the certificate)"
                                             : "nothing valid to staple",
-                 in_sec, st->failures);
+                 last ? apr_psprintf(p, "retry in %ld s, %u consecutive failure(s)", in_sec,
+                                     st->failures)
+                      : "trying POST at once", when);
 }
 
 static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
@@ -569,14 +570,14 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     rs_entry_t *e = t->e;
     apr_pool_t *p;
     rs_fetch_opts_t opts;
+    rs_round_t round;
+    rs_attempt_t attempts[2], *last;
     rs_ocsp_result_t res;
     rs_state_t st;
     unsigned char *body = NULL;
     apr_size_t len = 0;
-    char err[sizeof(res.detail)];
-    apr_time_t start = apr_time_now(), now;
-    apr_status_t rv;
-    int newest = 0, no_room = 0;
+    apr_time_t start = apr_time_now(), now, held_this, stapled_until;
+    int newest = 0, no_room = 0, n, i;
     const char *event = NULL;
     apr_time_t next_attempt = 0; /* 0: not applied, the scheduler keeps its view */
     (void)thread;
@@ -585,36 +586,53 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     if (r->reg->fleet && !rs_fleet_down(r->reg)
         && fleet_before_fetch(r, e, t->slot, &next_attempt, p) != RS_FLEET_FETCH)
         goto done;
+    memset(&opts, 0, sizeof(opts));
     opts.url = e->url;
     opts.proxy = r->reg->proxy;
     opts.timeout = r->reg->timeout;
     opts.max_len = RS_MAX_RESPONSE_LEN;
     opts.cancelled = is_stopping;
     opts.baton = r;
-    rv = rs_fetch(p, &opts, e->req_der, e->req_len, &body, &len, err, sizeof(err));
+    /* what is held decides what counts as newer (a GET answered from a
+     * CDN's cache may be the very response held) */
+    if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
+        goto done;
+    rs_shared_state_get(r->reg, e, &st);
+    apr_global_mutex_unlock(r->reg->mutex);
+    round.cert = e->cert;
+    round.req = e->req_der;
+    round.req_len = e->req_len;
+    round.held_this = st.resp_this_update;
+    round.held_next = st.resp_next_update;
+    round.skew = r->reg->skew;
+    round.deadline = 0; /* each request has the responder timeout */
+    n = rs_fetch_round(p, &opts, r->reg->method, &round, attempts);
     now = apr_time_now();
-    if (rv == APR_EINTR)
+    if (n == 0)
         goto done; /* child is stopping; the lease simply expires */
-    if (rv == APR_SUCCESS) {
-        rs_ocsp_check(e->cert, body, len, now, r->reg->skew, &res);
-    }
-    else {
-        memset(&res, 0, sizeof(res));
-        res.verdict = RS_VERDICT_TRANSPORT;
-        res.resp_status = res.cert_status = -1;
-        apr_cpystrn(res.detail, err, sizeof(res.detail));
-    }
+    last = &attempts[n - 1];
+    res = last->res;
+    body = last->body;
+    len = last->len;
 
     if (apr_global_mutex_lock(r->reg->mutex) != APR_SUCCESS)
         goto done;
     rs_shared_state_get(r->reg, e, &st);
+    /* the single place where a fetched response may replace the stored one
+     * (the fleet may have brought a newer one meanwhile) */
+    if (rs_verdict_is_valid(res.verdict)
+        && !rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
+                                    res.this_update, res.next_update, now)) {
+        res.verdict = RS_VERDICT_NOT_NEWER;
+        apr_cpystrn(res.detail, "not newer than the response held", sizeof(res.detail));
+        last->res = res;
+        last->result = RS_RESULT_NOT_NEWER;
+    }
     if (rs_verdict_is_valid(res.verdict)) {
-        /* the single place where a fetched response may replace the stored one */
-        newest = rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
-                                         res.this_update, res.next_update, now);
+        newest = 1;
         /* from here every child staples it; without room for it in the
          * shared memory it is not held (RS0204) */
-        if (newest && rs_shared_resp_put(r->reg, e, body, len, &res) != APR_SUCCESS) {
+        if (rs_shared_resp_put(r->reg, e, body, len, &res) != APR_SUCCESS) {
             newest = 0;
             no_room = 1;
         }
@@ -624,8 +642,8 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
         rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &r->reg->sched,
                          jitter());
     }
-    /* only POST today; GET comes with RFC 5019 support */
-    rs_state_count(&st, RS_METHOD_POST, rs_result_of(&res, newest));
+    for (i = 0; i < n; i++)
+        rs_state_count(&st, attempts[i].method, attempts[i].result);
     event = alert_transition(&st, now);
     rs_hist_observe(&r->reg->shared->fetch_hist, now - start); /* same span as the log line */
     rs_shared_state_put(r->reg, e, &st);
@@ -644,7 +662,9 @@ static void *APR_THREAD_FUNC fetch_task(apr_thread_t *thread, void *data)
     if (newest)
         rs_store_write(r->reg, r->s, e, body, len, p);
     rs_store_write_state(r->reg, r->s, e, &st, p);
-    log_attempt(r, e, &res, &st, now - start, now, p);
+    rs_shm_staple_times(r->reg->staples, e->index, &held_this, &stapled_until, NULL);
+    for (i = 0; i < n; i++)
+        rs_log_attempt(r->s, e, &attempts[i], i == n - 1, &st, stapled_until, "", now, p);
     if (event)
         report(r, e, event, &st, now, p);
 

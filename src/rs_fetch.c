@@ -1,17 +1,31 @@
 /* rs_fetch.c: OCSP over HTTP with a total deadline (see rs_fetch.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <apr_strings.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/http.h>
+#include <openssl/httperr.h>
 #include <openssl/ocsp.h>
 
 #include "rs_fetch.h"
 
 /* How often a wait looks at the cancel flag: child shutdown latency. */
 #define POLL_SLICE_MS 100
+/* The most the status line and headers of an answer may take: a responder
+ * that sends more is cut (OpenSSL 3.0 bounds the length of a header line,
+ * not their number). */
+#define MAX_HEADER_BYTES (16 * 1024)
+#define OCSP_RESPONSE_TYPE "application/ocsp-response"
 
 typedef struct {
     apr_pool_t *pool;
@@ -19,11 +33,19 @@ typedef struct {
     apr_time_t deadline;
     char *err;
     apr_size_t errlen;
+    apr_size_t read_cap;     /* bytes the filter lets through */
+    apr_size_t bytes_in;
+    char *head;              /* the status line and headers as read, MAX_HEADER_BYTES */
+    apr_size_t head_len;
+    int head_done;           /* the empty line that ends them was read */
+    apr_status_t cut;        /* why the filter stopped reading, APR_SUCCESS if it did not */
 } fetch_t;
 
-static void set_err_openssl(fetch_t *f, const char *what)
+/* The OpenSSL error chosen for the message (0 if none): callers tell an
+ * HTTP error from a transport one by it. */
+static unsigned long set_err_openssl(fetch_t *f, const char *what)
 {
-    unsigned long e;
+    unsigned long e, chosen = 0;
     const char *data = NULL;
     int flags = 0;
     char ebuf[120] = "";
@@ -31,6 +53,7 @@ static void set_err_openssl(fetch_t *f, const char *what)
     /* The last error is the most specific one (e.g. "received error" with
      * "code=500"); its data string carries the HTTP detail. */
     while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        chosen = e;
         ERR_error_string_n(e, ebuf, sizeof(ebuf));
         if (!(flags & ERR_TXT_STRING))
             data = NULL;
@@ -39,48 +62,189 @@ static void set_err_openssl(fetch_t *f, const char *what)
     }
     if (ebuf[0] && data && *data)
         apr_snprintf(f->err, f->errlen, "%s: %s (%s)", what,
-                     ERR_reason_error_string(e) ? ERR_reason_error_string(e) : ebuf, data);
+                     ERR_reason_error_string(chosen) ? ERR_reason_error_string(chosen) : ebuf,
+                     data);
     else if (ebuf[0])
         apr_snprintf(f->err, f->errlen, "%s: %s", what,
-                     ERR_reason_error_string(e) ? ERR_reason_error_string(e) : ebuf);
+                     ERR_reason_error_string(chosen) ? ERR_reason_error_string(chosen) : ebuf);
     else
         apr_snprintf(f->err, f->errlen, "%s", what);
     ERR_clear_error();
+    return chosen;
+}
+
+/* The deadline or the cancel: APR_SUCCESS while neither. */
+static apr_status_t check_bounds(fetch_t *f, const char *phase)
+{
+    if (f->opts->cancelled && f->opts->cancelled(f->opts->baton)) {
+        apr_snprintf(f->err, f->errlen, "%s: cancelled (shutting down)", phase);
+        return APR_EINTR;
+    }
+    if (apr_time_now() >= f->deadline) {
+        apr_snprintf(f->err, f->errlen, "%s: timed out after %" APR_TIME_T_FMT " ms",
+                     phase, apr_time_as_msec(f->opts->timeout));
+        return APR_TIMEUP;
+    }
+    return APR_SUCCESS;
+}
+
+/* The slice of the deadline a wait may take, in ms (at least 1). */
+static int slice_ms(fetch_t *f)
+{
+    apr_interval_time_t left = f->deadline - apr_time_now();
+    int ms = left > 0 ? (int)apr_time_as_msec(left) : 0;
+    if (ms > POLL_SLICE_MS)
+        ms = POLL_SLICE_MS;
+    return ms < 1 ? 1 : ms;
+}
+
+/* --- a filter BIO between OpenSSL's HTTP client and the socket: every read
+ * checks the deadline and the cancel flag. OSSL_HTTP_REQ_CTX_nbio reads on
+ * as long as data arrives, so a responder streaming headers without end
+ * never gave the poll loop a turn. --- */
+
+/* The header section is kept as it passes (OpenSSL 3.0 does not show the
+ * headers it parsed, and it refuses a Content-Type with parameters). */
+static void keep_head(fetch_t *f, const char *in, apr_size_t n)
+{
+    apr_size_t room = MAX_HEADER_BYTES - 1 - f->head_len;
+    char *end;
+
+    if (f->head_done)
+        return;
+    if (n > room)
+        n = room;
+    memcpy(f->head + f->head_len, in, n);
+    f->head_len += n;
+    f->head[f->head_len] = '\0';
+    if ((end = strstr(f->head, "\r\n\r\n")) || (end = strstr(f->head, "\n\n"))) {
+        f->head_done = 1;
+        *end = '\0';
+    }
+    else if (f->head_len == MAX_HEADER_BYTES - 1) {
+        apr_snprintf(f->err, f->errlen, "HTTP exchange: the headers exceed %d bytes",
+                     MAX_HEADER_BYTES);
+        f->cut = APR_EGENERAL;
+    }
+}
+
+/* The media type of the answer must be OCSP's; parameters are legal. */
+static apr_status_t check_content_type(fetch_t *f)
+{
+    const char *line = f->head;
+    while ((line = strchr(line, '\n')) != NULL) {
+        const char *v, *end;
+        line++;
+        if (strncasecmp(line, "Content-Type:", 13) != 0)
+            continue;
+        for (v = line + 13; *v == ' ' || *v == '\t'; v++)
+            ;
+        for (end = v; *end && *end != ';' && *end != '\r' && *end != '\n' && *end != ' '
+                      && *end != '\t'; end++)
+            ;
+        if ((size_t)(end - v) == strlen(OCSP_RESPONSE_TYPE)
+            && strncasecmp(v, OCSP_RESPONSE_TYPE, (size_t)(end - v)) == 0)
+            return APR_SUCCESS;
+        apr_snprintf(f->err, f->errlen, "HTTP exchange failed: unexpected content type "
+                     "(%.*s)", (int)(end - v > 60 ? 60 : end - v), v);
+        return RS_FETCH_EHTTP;
+    }
+    apr_snprintf(f->err, f->errlen, "HTTP exchange failed: no Content-Type");
+    return RS_FETCH_EHTTP;
+}
+
+/* What every read and write checks first: the chain is whole, nothing cut
+ * it yet, and neither deadline nor cancel has come. */
+static fetch_t *bound_enter(BIO *b)
+{
+    fetch_t *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!BIO_next(b) || !f)
+        return NULL;
+    if (f->cut != APR_SUCCESS || (f->cut = check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
+        return NULL;
+    return f;
+}
+
+static int bound_read(BIO *b, char *out, int outl)
+{
+    fetch_t *f = bound_enter(b);
+    int n;
+
+    if (!f)
+        return -1;
+    if (f->bytes_in >= f->read_cap) {
+        apr_snprintf(f->err, f->errlen, "HTTP exchange: the answer exceeds %" APR_SIZE_T_FMT
+                     " bytes", f->read_cap);
+        f->cut = APR_EGENERAL;
+        return -1;
+    }
+    if ((apr_size_t)outl > f->read_cap - f->bytes_in)
+        outl = (int)(f->read_cap - f->bytes_in);
+    n = BIO_read(BIO_next(b), out, outl);
+    if (n > 0) {
+        f->bytes_in += (apr_size_t)n;
+        keep_head(f, out, (apr_size_t)n);
+    }
+    BIO_copy_next_retry(b);
+    return n;
+}
+
+static int bound_write(BIO *b, const char *in, int inl)
+{
+    int n;
+    if (!bound_enter(b))
+        return -1;
+    n = BIO_write(BIO_next(b), in, inl);
+    BIO_copy_next_retry(b);
+    return n;
+}
+
+static long bound_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    BIO *next = BIO_next(b);
+    return next ? BIO_ctrl(next, cmd, larg, parg) : 0;
+}
+
+static int bound_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *bound_meth;
+
+static void bound_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "rs deadline");
+    if (m && BIO_meth_set_read(m, bound_read) && BIO_meth_set_write(m, bound_write)
+        && BIO_meth_set_ctrl(m, bound_ctrl) && BIO_meth_set_create(m, bound_create))
+        bound_meth = m;
+    else
+        BIO_meth_free(m);
+}
+
+static BIO_METHOD *bound_method(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, bound_method_init);
+    return bound_meth;
 }
 
 /* Wait until the socket is ready, the deadline passes or we are cancelled. */
-static apr_status_t wait_io(fetch_t *f, BIO *bio, int for_write, const char *phase)
+static apr_status_t wait_fd(fetch_t *f, int fd, int for_write, const char *phase)
 {
-    int fd = -1;
-
-    if (BIO_get_fd(bio, &fd) <= 0 || fd < 0) {
-        apr_snprintf(f->err, f->errlen, "%s: no socket", phase);
-        return APR_EGENERAL;
-    }
     for (;;) {
-        apr_time_t now = apr_time_now();
-        apr_interval_time_t left = f->deadline - now;
         struct pollfd pfd;
-        int ms, rc;
+        apr_status_t rv;
+        int rc;
 
-        if (f->opts->cancelled && f->opts->cancelled(f->opts->baton)) {
-            apr_snprintf(f->err, f->errlen, "%s: cancelled (shutting down)", phase);
-            return APR_EINTR;
-        }
-        if (left <= 0) {
-            apr_snprintf(f->err, f->errlen, "%s: timed out after %" APR_TIME_T_FMT " ms",
-                         phase, apr_time_as_msec(f->opts->timeout));
-            return APR_TIMEUP;
-        }
-        ms = (int)apr_time_as_msec(left);
-        if (ms > POLL_SLICE_MS)
-            ms = POLL_SLICE_MS;
-        if (ms < 1)
-            ms = 1;
+        if ((rv = check_bounds(f, phase)) != APR_SUCCESS)
+            return rv;
         pfd.fd = fd;
         pfd.events = for_write ? POLLOUT : POLLIN;
         pfd.revents = 0;
-        rc = poll(&pfd, 1, ms);
+        rc = poll(&pfd, 1, slice_ms(f));
         if (rc > 0)
             return APR_SUCCESS;
         if (rc < 0 && errno != EINTR) {
@@ -90,36 +254,241 @@ static apr_status_t wait_io(fetch_t *f, BIO *bio, int for_write, const char *pha
     }
 }
 
-static apr_status_t connect_bio(fetch_t *f, const char *host, const char *port, BIO **pbio)
-{
-    BIO *bio = BIO_new(BIO_s_connect());
-    apr_status_t rv;
+/* --- name resolution on a thread the fetch does not wait for past its
+ * deadline: the last of the two (fetch, thread) to let go frees it --- */
 
-    *pbio = NULL;
-    if (!bio)
-        return APR_ENOMEM;
-    /* an IPv6 literal goes in brackets, or its colons read as a port */
-    BIO_set_conn_hostname(bio, strchr(host, ':') ? apr_pstrcat(f->pool, "[", host, "]", NULL)
-                                                  : host);
-    BIO_set_conn_port(bio, port);
-    BIO_set_nbio(bio, 1);
-    for (;;) {
-        if (BIO_do_connect(bio) > 0)
-            break;
-        if (!BIO_should_retry(bio)) {
-            char what[300];
-            apr_snprintf(what, sizeof(what), "cannot connect to %s:%s", host, port);
-            set_err_openssl(f, what);
-            BIO_free_all(bio);
-            return APR_ECONNREFUSED;
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs, done, rc;
+    struct addrinfo hints;
+    struct addrinfo *res;
+    rs_resolve_fn *fn;
+    char *host, *port;
+} lookup_t;
+
+static void lookup_release(lookup_t *l) /* called with l->lock held */
+{
+    int last = --l->refs == 0;
+    pthread_mutex_unlock(&l->lock);
+    if (!last)
+        return;
+    if (l->res)
+        freeaddrinfo(l->res);
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+static void *lookup_main(void *data)
+{
+    lookup_t *l = data;
+    struct addrinfo *res = NULL;
+    int rc = l->fn(l->host, l->port, &l->hints, &res);
+
+    pthread_mutex_lock(&l->lock);
+    l->rc = rc;
+    l->res = rc == 0 ? res : NULL;
+    l->done = 1;
+    pthread_cond_signal(&l->cond);
+    lookup_release(l);
+    return NULL;
+}
+
+static int default_resolve(const char *host, const char *port, const struct addrinfo *hints,
+                           struct addrinfo **res)
+{
+    return getaddrinfo(host, port, hints, res);
+}
+
+static apr_status_t resolve(fetch_t *f, const char *host, const char *port,
+                            struct addrinfo **pres)
+{
+    struct addrinfo hints;
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t hl = strlen(host), pl = strlen(port);
+    lookup_t *l;
+    pthread_t th;
+    pthread_attr_t attr;
+    apr_status_t rv = APR_SUCCESS;
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    *pres = NULL;
+    /* an address needs no resolver, and no thread */
+    if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1) {
+        hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+        rc = getaddrinfo(host, port, &hints, pres);
+        if (rc != 0) {
+            apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
+                         gai_strerror(rc));
+            return APR_EGENERAL;
         }
-        if ((rv = wait_io(f, bio, 1, "connect")) != APR_SUCCESS) {
-            BIO_free_all(bio);
-            return rv;
+        return APR_SUCCESS;
+    }
+    l = calloc(1, sizeof(*l) + hl + pl + 2);
+    if (!l)
+        return APR_ENOMEM;
+    l->host = (char *)(l + 1);
+    l->port = l->host + hl + 1;
+    memcpy(l->host, host, hl + 1);
+    memcpy(l->port, port, pl + 1);
+    l->hints = hints;
+    l->fn = f->opts->resolve ? f->opts->resolve : default_resolve;
+    l->refs = 2;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&th, &attr, lookup_main, l);
+    pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&l->lock);
+    if (rc != 0) {
+        l->refs = 1;
+        apr_snprintf(f->err, f->errlen, "resolve %s: cannot start a thread", host);
+        lookup_release(l);
+        return APR_FROM_OS_ERROR(rc);
+    }
+    while (!l->done) {
+        struct timespec ts;
+        apr_time_t until;
+
+        pthread_mutex_unlock(&l->lock);
+        rv = check_bounds(f, apr_psprintf(f->pool, "resolving %s", host));
+        pthread_mutex_lock(&l->lock);
+        if (rv != APR_SUCCESS || l->done)
+            break;
+        until = apr_time_now() + apr_time_from_msec(slice_ms(f));
+        ts.tv_sec = (time_t)apr_time_sec(until);
+        ts.tv_nsec = (long)apr_time_usec(until) * 1000;
+        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+    }
+    if (l->done) {
+        rv = APR_SUCCESS;
+        if (l->rc != 0) {
+            apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
+                         gai_strerror(l->rc));
+            rv = APR_EGENERAL;
+        }
+        *pres = l->res;
+        l->res = NULL;
+    }
+    lookup_release(l);
+    return rv;
+}
+
+/* Connect to the first address that takes it, within the deadline. */
+static apr_status_t connect_to(fetch_t *f, const char *host, const char *port, int *pfd)
+{
+    struct addrinfo *res = NULL, *ai;
+    apr_status_t rv;
+    int fd = -1, soerr = ECONNREFUSED;
+
+    *pfd = -1;
+    if ((rv = resolve(f, host, port, &res)) != APR_SUCCESS)
+        return rv;
+    for (ai = res; ai && fd < 0 && rv == APR_SUCCESS; ai = ai->ai_next) {
+        socklen_t sl = sizeof(soerr);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0) {
+            soerr = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            continue; /* connected */
+        soerr = errno;
+        if (soerr == EINPROGRESS && (rv = wait_fd(f, fd, 1, "connect")) == APR_SUCCESS
+            && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+            continue; /* connected */
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd >= 0) {
+        *pfd = fd;
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS)
+        return rv;
+    apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
+                 strerror(soerr));
+    return APR_ECONNREFUSED;
+}
+
+/* [::1] -> ::1: an IPv6 literal without its brackets, for the resolver */
+static char *unbracket(apr_pool_t *p, const char *host)
+{
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']')
+        return apr_pstrmemdup(p, host + 1, n - 2);
+    return apr_pstrdup(p, host);
+}
+
+/* Printable ASCII only: responders choose reason phrases and header values,
+ * and the message goes to the log, the status JSON and the notify program. */
+static void sanitize(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
+}
+
+static int is_http_error(unsigned long e)
+{
+    if (ERR_GET_LIB(e) != ERR_LIB_HTTP)
+        return 0;
+    switch (ERR_GET_REASON(e)) {
+    case HTTP_R_RECEIVED_ERROR:
+    case HTTP_R_STATUS_CODE_UNSUPPORTED:
+    case HTTP_R_UNEXPECTED_CONTENT_TYPE:
+    case HTTP_R_MISSING_CONTENT_TYPE:
+    case HTTP_R_REDIRECTION_NOT_ENABLED:
+    case HTTP_R_MISSING_REDIRECT_LOCATION:
+    case HTTP_R_REDIRECTION_FROM_HTTPS_TO_HTTP:
+    case HTTP_R_RECEIVED_WRONG_HTTP_VERSION:
+        return 1;
+    }
+    return 0;
+}
+
+const char *rs_fetch_get_url(apr_pool_t *p, const char *url, const unsigned char *req,
+                             apr_size_t req_len)
+{
+    size_t ulen = strlen(url);
+    char *b64, *out, *o;
+    const char *c;
+    int n;
+
+    if (req_len == 0 || req_len > RS_GET_MAX_URL)
+        return NULL;
+    b64 = apr_palloc(p, 4 * ((req_len + 2) / 3) + 1);
+    n = EVP_EncodeBlock((unsigned char *)b64, req, (int)req_len);
+    if (n <= 0)
+        return NULL;
+    /* at worst every character becomes %XX */
+    out = apr_palloc(p, ulen + 1 + 3 * (size_t)n + 1);
+    memcpy(out, url, ulen);
+    o = out + ulen;
+    if (ulen == 0 || url[ulen - 1] != '/')
+        *o++ = '/';
+    for (c = b64; *c; c++) {
+        if (*c == '+' || *c == '/' || *c == '=') {
+            o += sprintf(o, "%%%02X", (unsigned char)*c);
+        }
+        else {
+            *o++ = *c;
         }
     }
-    *pbio = bio;
-    return APR_SUCCESS;
+    *o = '\0';
+    return (size_t)(o - out) < RS_GET_MAX_URL ? out : NULL;
+}
+
+rs_verdict_e rs_fetch_verdict(apr_status_t rv)
+{
+    return rv == RS_FETCH_EHTTP ? RS_VERDICT_HTTP : RS_VERDICT_TRANSPORT;
 }
 
 apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
@@ -129,25 +498,35 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
 {
     fetch_t f;
     char *host = NULL, *port = NULL, *path = NULL, *phost = NULL, *pport = NULL;
-    int use_ssl = 0;
+    const char *url = opts->url, *h;
+    int use_ssl = 0, post = opts->method != RS_METHOD_GET, fd = -1;
     const unsigned char *rp = req;
     OCSP_REQUEST *oreq = NULL;
     OSSL_HTTP_REQ_CTX *rctx = NULL;
-    BIO *bio = NULL;
+    BIO *sock = NULL, *bio = NULL;
     apr_status_t rv = APR_EGENERAL;
     const char *hosthdr;
 
     *pbody = NULL;
     *plen = 0;
     err[0] = '\0';
+    memset(&f, 0, sizeof(f));
     f.pool = p;
     f.opts = opts;
     f.deadline = apr_time_now() + opts->timeout;
     f.err = err;
     f.errlen = errlen;
+    f.read_cap = opts->max_len + MAX_HEADER_BYTES;
+    f.head = apr_palloc(p, MAX_HEADER_BYTES);
+    f.head[0] = '\0';
 
-    if (!OSSL_HTTP_parse_url(opts->url, &use_ssl, NULL, &host, &port, NULL, &path,
-                             NULL, NULL)) {
+    if (!post && !(url = rs_fetch_get_url(p, opts->url, req, req_len))) {
+        apr_snprintf(err, errlen, "the request does not fit in a GET URL (%d bytes)",
+                     RS_GET_MAX_URL);
+        rv = APR_EINVAL;
+        goto out;
+    }
+    if (!OSSL_HTTP_parse_url(url, &use_ssl, NULL, &host, &port, NULL, &path, NULL, NULL)) {
         set_err_openssl(&f, "cannot parse responder URL");
         rv = APR_EINVAL;
         goto out;
@@ -163,30 +542,49 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
         rv = APR_EINVAL;
         goto out;
     }
-    oreq = d2i_OCSP_REQUEST(NULL, &rp, (long)req_len);
-    if (!oreq) {
-        set_err_openssl(&f, "invalid OCSP request");
-        rv = APR_EINVAL;
-        goto out;
+    if (post) {
+        oreq = d2i_OCSP_REQUEST(NULL, &rp, (long)req_len);
+        if (!oreq) {
+            set_err_openssl(&f, "invalid OCSP request");
+            rv = APR_EINVAL;
+            goto out;
+        }
     }
-    if ((rv = connect_bio(&f, phost ? phost : host, phost ? pport : port, &bio)) != APR_SUCCESS)
+    if ((rv = connect_to(&f, unbracket(p, phost ? phost : host), phost ? pport : port, &fd))
+        != APR_SUCCESS)
         goto out;
-
     rv = APR_EGENERAL;
-    rctx = OSSL_HTTP_REQ_CTX_new(bio, bio, 0);
-    {
-        const char *h = strchr(host, ':') ? apr_pstrcat(p, "[", host, "]", NULL) : host;
-        hosthdr = strcmp(port, "80") == 0 ? h : apr_pstrcat(p, h, ":", port, NULL);
+    sock = BIO_new_socket(fd, BIO_CLOSE);
+    if (!sock) {
+        close(fd);
+        apr_snprintf(err, errlen, "out of memory");
+        goto out;
     }
+    bio = bound_method() ? BIO_new(bound_method()) : NULL;
+    if (!bio) {
+        apr_snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    BIO_set_data(bio, &f);
+    bio = BIO_push(bio, sock);
+    sock = NULL; /* freed with the chain */
+
+    rctx = OSSL_HTTP_REQ_CTX_new(bio, bio, 0);
+    /* an IPv6 literal goes in brackets (once), or its colons read as a port */
+    h = unbracket(p, host);
+    if (strchr(h, ':'))
+        h = apr_pstrcat(p, "[", h, "]", NULL);
+    hosthdr = strcmp(port, "80") == 0 ? h : apr_pstrcat(p, h, ":", port, NULL);
     if (!rctx
         /* through a proxy the request line carries the absolute URI */
-        || !OSSL_HTTP_REQ_CTX_set_request_line(rctx, 1, phost ? host : NULL,
+        || !OSSL_HTTP_REQ_CTX_set_request_line(rctx, post, phost ? host : NULL,
                                                phost ? port : NULL, path)
         || !OSSL_HTTP_REQ_CTX_add1_header(rctx, "Host", hosthdr)
-        || !OSSL_HTTP_REQ_CTX_set_expected(rctx, "application/ocsp-response",
-                                           1 /* body is one DER object */, 0, 0)
-        || !OSSL_HTTP_REQ_CTX_set1_req(rctx, "application/ocsp-request",
-                                       ASN1_ITEM_rptr(OCSP_REQUEST), (ASN1_VALUE *)oreq)) {
+        /* the content type is checked here: OpenSSL 3.0 wants it bare */
+        || !OSSL_HTTP_REQ_CTX_set_expected(rctx, NULL, 1 /* body is one DER object */, 0, 0)
+        || (post && !OSSL_HTTP_REQ_CTX_set1_req(rctx, "application/ocsp-request",
+                                                ASN1_ITEM_rptr(OCSP_REQUEST),
+                                                (ASN1_VALUE *)oreq))) {
         set_err_openssl(&f, "cannot build HTTP request");
         goto out;
     }
@@ -196,17 +594,26 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
         int rc = OSSL_HTTP_REQ_CTX_nbio(rctx);
         if (rc == 1)
             break;
+        if (f.cut != APR_SUCCESS) { /* the filter stopped it: err says why */
+            ERR_clear_error();
+            rv = f.cut;
+            goto out;
+        }
         if (rc == 0 || !BIO_should_retry(bio)) {
             if (ERR_peek_error() == 0)
                 apr_snprintf(err, errlen, "responder closed the connection");
-            else
-                set_err_openssl(&f, "HTTP exchange failed");
+            else if (is_http_error(set_err_openssl(&f, "HTTP exchange failed")))
+                rv = RS_FETCH_EHTTP;
             goto out;
         }
-        if ((rv = wait_io(&f, bio, BIO_should_write(bio), "HTTP exchange")) != APR_SUCCESS)
+        BIO_get_fd(bio, &fd);
+        if ((rv = wait_fd(&f, fd, BIO_should_write(bio), "HTTP exchange")) != APR_SUCCESS)
             goto out;
         rv = APR_EGENERAL;
     }
+    if ((rv = check_content_type(&f)) != APR_SUCCESS)
+        goto out;
+    rv = APR_EGENERAL;
     {
         BIO *mem = OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx);
         char *data = NULL;
@@ -227,6 +634,7 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
 out:
     OSSL_HTTP_REQ_CTX_free(rctx); /* does not free the BIOs */
     BIO_free_all(bio);
+    BIO_free(sock);
     OCSP_REQUEST_free(oreq);
     OPENSSL_free(host);
     OPENSSL_free(port);
@@ -234,5 +642,74 @@ out:
     OPENSSL_free(phost);
     OPENSSL_free(pport);
     ERR_clear_error();
+    sanitize(err);
     return rv;
+}
+
+static void judge(rs_attempt_t *a, const rs_round_t *round, apr_status_t rv, const char *err)
+{
+    apr_time_t now = apr_time_now();
+    int newer = 0;
+
+    if (rv != APR_SUCCESS) {
+        memset(&a->res, 0, sizeof(a->res));
+        a->res.verdict = rs_fetch_verdict(rv);
+        a->res.resp_status = a->res.cert_status = a->res.revocation_reason = -1;
+        apr_cpystrn(a->res.detail, err, sizeof(a->res.detail));
+    }
+    else {
+        rs_ocsp_check(round->cert, a->body, a->len, now, round->skew, &a->res);
+        if (rs_verdict_is_valid(a->res.verdict)) {
+            newer = rs_sched_should_replace(round->held_this, round->held_next,
+                                            a->res.this_update, a->res.next_update, now);
+            if (!newer) {
+                a->res.verdict = RS_VERDICT_NOT_NEWER;
+                apr_snprintf(a->res.detail, sizeof(a->res.detail),
+                             "verified, but not newer than the response held (thisUpdate %"
+                             APR_TIME_T_FMT ", held %" APR_TIME_T_FMT ")",
+                             apr_time_sec(a->res.this_update), apr_time_sec(round->held_this));
+            }
+        }
+    }
+    a->result = rs_result_of(&a->res, newer);
+}
+
+int rs_fetch_round(apr_pool_t *p, const rs_fetch_opts_t *opts, rs_fetch_mode_e mode,
+                   const rs_round_t *round, rs_attempt_t attempts[2])
+{
+    rs_method_e methods[2];
+    int n = 0, i, done = 0;
+
+    if (mode != RS_FETCH_POST_ONLY
+        && rs_fetch_get_url(p, opts->url, round->req, round->req_len))
+        methods[n++] = RS_METHOD_GET;
+    if (mode != RS_FETCH_GET_ONLY || n == 0)
+        methods[n++] = RS_METHOD_POST;
+    for (i = 0; i < n; i++) {
+        rs_fetch_opts_t o = *opts;
+        rs_attempt_t *a = &attempts[done];
+        char err[sizeof(a->res.detail)];
+        apr_time_t start = apr_time_now();
+        apr_status_t rv;
+
+        o.method = methods[i];
+        if (round->deadline) {
+            if (round->deadline <= start)
+                break;
+            if (o.timeout > round->deadline - start)
+                o.timeout = round->deadline - start;
+        }
+        memset(a, 0, sizeof(*a));
+        a->method = methods[i];
+        rv = rs_fetch(p, &o, round->req, round->req_len, &a->body, &a->len, err,
+                      sizeof(err));
+        if (rv == APR_EINTR)
+            break; /* stopping: not an attempt to count */
+        a->took = apr_time_now() - start;
+        judge(a, round, rv, err);
+        done++;
+        if (a->result == RS_RESULT_OK)
+            break;
+    }
+    return done;
 }

@@ -243,6 +243,20 @@ static int signature_ok(OCSP_BASICRESP *bs, const rs_cert_t *cert, apr_time_t no
     return ok;
 }
 
+/* OCSP_resp_find_status reads the first SingleResponse about the
+ * certificate; a response may carry more (RFC 6960 4.2.1). They must all
+ * give the same status, or none of them is believed. */
+static int single_answers_agree(OCSP_BASICRESP *bs, OCSP_CERTID *id, int status)
+{
+    int i = -1;
+    while ((i = OCSP_resp_find(bs, id, i + 1)) >= 0) {
+        OCSP_SINGLERESP *single = OCSP_resp_get0(bs, i);
+        if (!single || OCSP_single_get0_status(single, NULL, NULL, NULL, NULL) != status)
+            return 0;
+    }
+    return 1;
+}
+
 static void fail(rs_ocsp_result_t *r, rs_verdict_e v, const char *detail)
 {
     r->verdict = v;
@@ -301,6 +315,11 @@ void rs_ocsp_check(const rs_cert_t *cert, const unsigned char *der, apr_size_t l
         fail(r, RS_VERDICT_WRONG_CERT, "response is not about this certificate");
         goto out;
     }
+    if (!single_answers_agree(bs, cert->certid, status)) {
+        fail(r, RS_VERDICT_MALFORMED,
+             "the response holds answers for this certificate that disagree");
+        goto out;
+    }
     r->cert_status = status;
     r->revocation_reason = reason;
     r->this_update = asn1_to_apr_time(thisupd);
@@ -356,6 +375,8 @@ const char *rs_verdict_name(rs_verdict_e v)
     case RS_VERDICT_NO_NEXT_UPDATE: return "no-nextupdate";
     case RS_VERDICT_EXPIRED: return "expired";
     case RS_VERDICT_TRANSPORT: return "transport";
+    case RS_VERDICT_HTTP: return "http";
+    case RS_VERDICT_NOT_NEWER: return "not-newer";
     }
     return "invalid";
 }

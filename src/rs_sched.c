@@ -23,6 +23,10 @@ rs_result_e rs_result_of(const rs_ocsp_result_t *res, int newer)
         return newer ? RS_RESULT_OK : RS_RESULT_NOT_NEWER;
     case RS_VERDICT_TRANSPORT:
         return RS_RESULT_TRANSPORT;
+    case RS_VERDICT_HTTP:
+        return RS_RESULT_HTTP;
+    case RS_VERDICT_NOT_NEWER:
+        return RS_RESULT_NOT_NEWER;
     case RS_VERDICT_RESPONDER_ERROR:
         return RS_RESULT_RESPONDER_ERROR;
     default:
@@ -168,6 +172,48 @@ int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,
     return cand_next > stored_next;
 }
 
+/* The next attempt never lands past the held response's nextUpdate minus
+ * a margin (a tenth of its lifetime, within [1 s, 5 min]): whatever the
+ * backoff or the retry minimum say, a response that cannot be renewed is
+ * tried for again while it is still valid. Past that point, attempts come
+ * at half the time left (at least 1 s apart). */
+#define HELD_MARGIN_MIN apr_time_from_sec(1)
+#define HELD_MARGIN_MAX apr_time_from_sec(300)
+
+static void cap_to_held(rs_state_t *st, apr_time_t now)
+{
+    apr_interval_time_t margin = (st->resp_next_update - st->resp_this_update) / 10;
+    apr_time_t limit, soon;
+
+    if (st->resp_next_update <= now || !st->resp_this_update)
+        return;
+    if (margin < HELD_MARGIN_MIN)
+        margin = HELD_MARGIN_MIN;
+    if (margin > HELD_MARGIN_MAX)
+        margin = HELD_MARGIN_MAX;
+    limit = st->resp_next_update - margin;
+    if (st->next_attempt <= limit)
+        return;
+    soon = now + (st->resp_next_update - now) / 2;
+    if (soon < now + HELD_MARGIN_MIN)
+        soon = now + HELD_MARGIN_MIN;
+    st->next_attempt = limit > now ? limit : soon;
+}
+
+apr_time_t rs_sched_fast_retry_at(const rs_sched_conf_t *conf, apr_time_t now,
+                                  unsigned failures, double jitter)
+{
+    apr_interval_time_t fast;
+    apr_time_t configured;
+
+    if (failures > RS_FAST_STEPS)
+        return rs_sched_retry_at(conf, now, failures - RS_FAST_STEPS, jitter);
+    fast = RS_FAST_FIRST << (failures > 0 ? failures - 1 : 0);
+    fast += (apr_interval_time_t)(jitter * JITTER_FRACTION * (double)fast);
+    configured = rs_sched_retry_at(conf, now, failures, jitter);
+    return now + fast < configured ? now + fast : configured;
+}
+
 static void release(rs_state_t *st, apr_time_t now)
 {
     st->forced_next = 0;
@@ -196,6 +242,7 @@ void rs_state_success(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *fe
      * response than ours, ours decides when renewal is due. */
     st->next_attempt = rs_sched_renew_at(conf, st->resp_this_update, st->resp_next_update,
                                          now, jitter);
+    cap_to_held(st, now);
 }
 
 void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adopted,
@@ -213,6 +260,7 @@ void rs_state_adopt(rs_state_t *st, apr_time_t now, const rs_ocsp_result_t *adop
                                          jitter);
     if (st->next_attempt < now)
         st->next_attempt = now;
+    cap_to_held(st, now);
 }
 
 rs_fleet_action_e rs_fleet_decide(const rs_sched_conf_t *conf, const rs_state_t *st,
@@ -261,7 +309,13 @@ void rs_state_failure(rs_state_t *st, apr_time_t now, rs_verdict_e verdict,
         return;
     }
     st->failures++;
-    st->next_attempt = rs_sched_retry_at(conf, now, st->failures, jitter);
+    /* nothing valid held: a certificate that is new to its responder
+     * (unauthorized for a moment after issuance) is asked again soon */
+    if (st->resp_next_update <= now)
+        st->next_attempt = rs_sched_fast_retry_at(conf, now, st->failures, jitter);
+    else
+        st->next_attempt = rs_sched_retry_at(conf, now, st->failures, jitter);
+    cap_to_held(st, now);
 }
 
 int rs_slots_take(rs_slots_t *slots, int max, apr_uint32_t responder, apr_uint64_t owner,

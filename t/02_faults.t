@@ -20,7 +20,7 @@ my %why = (
     garbage          => qr/transport \(HTTP exchange failed/,
     truncated        => qr/transport \(HTTP exchange failed: inconsistent content length/,
     empty            => qr/transport \(HTTP exchange failed/,
-    http500          => qr/transport \(HTTP exchange failed: received error \(code=500/,
+    http500          => qr/http \(HTTP exchange failed: received error \(code=500/,
     close            => qr/transport \(HTTP exchange failed|transport \(responder closed/,
     hang             => qr/transport \(HTTP exchange: timed out after 2000 ms\)/,
     wrongcert        => qr/wrong-certificate/,
@@ -30,7 +30,7 @@ my %why = (
     expired          => qr/expired \(nextUpdate has passed\)/,
     notyetvalid      => qr/not-yet-valid/,
     nonextupdate     => qr/no-nextupdate/,
-    wrongtype        => qr/transport \(HTTP exchange failed: unexpected content type/,
+    wrongtype        => qr/http \(HTTP exchange failed: unexpected content type/,
     refused          => qr/transport \(cannot connect to 127\.0\.0\.1:\d+/,
     # hostile responders
     huge             => qr/transport \(HTTP exchange failed: (response too large|max resp len exceeded)/,
@@ -38,7 +38,7 @@ my %why = (
     clmore           => qr/transport \(HTTP exchange failed: inconsistent content length/,
     clless           => qr/transport \(HTTP exchange failed: inconsistent content length/,
     chunked          => qr/transport \(HTTP exchange failed/,
-    redirect         => qr/transport \(HTTP exchange failed: redirection not (allowed|supported|enabled)/,
+    redirect         => qr/http \(HTTP exchange failed: redirection not (allowed|supported|enabled)/,
     noread           => qr/transport \(HTTP exchange: timed out after 2000 ms\)/,
 );
 my @faults = sort keys %why;

@@ -22,6 +22,8 @@ my @bad = (
     ['ResilientStaplingClockSkew -1', qr/ResilientStaplingClockSkew/],
     ['ResilientStaplingProxy 127.0.0.1:3128', qr/ResilientStaplingProxy: '127\.0\.0\.1:3128' is not an http:\/\/ URL/],
     ['ResilientStaplingMaxFetches 0', qr/ResilientStaplingMaxFetches: '0' is not a number between 1 and 256/],
+    ['ResilientStaplingMethod put', qr/ResilientStaplingMethod: 'put' is not auto, get or post/],
+    ['ResilientStaplingStartupWait 61', qr/ResilientStaplingStartupWait: '61' is not a number of seconds between 0 and 60/],
     ["<VirtualHost 127.0.0.1:1>\nResilientStaplingRetry 1 2\n</VirtualHost>",
      qr/ResilientStaplingRetry cannot occur within <VirtualHost> section/],
 );
@@ -29,7 +31,8 @@ my @good = (
     "ResilientStapling on\nResilientStaplingRenewWindow 30%\nResilientStaplingResponderTimeout 1\n"
     . "ResilientStaplingRetry 1 1\nResilientStaplingClockSkew 0\nResilientStaplingMaxFetches 256\n"
     . "ResilientStaplingProxy http://127.0.0.1:3128\nResilientStaplingCache shmcb\n"
-    . "ResilientStaplingForceURL http://127.0.0.1:1/x\n",
+    . "ResilientStaplingForceURL http://127.0.0.1:1/x\n"
+    . "ResilientStaplingMethod POST\nResilientStaplingStartupWait 0\n",
 );
 plan tests => 2 * @bad + @good;
 

@@ -18,11 +18,23 @@ my (@hang, @all);
 for my $leaf (RSTest::leaves()) {
     # only this test's window: earlier tests restarted the server, and an old
     # generation's children finish their fetches with their own slot table
+    # a fetch slot is held for a round: a GET and, when it fails, a POST at
+    # once. The responder notes a request's end when it sees the client go
+    # (polled every 50 ms), so the POST of a round may start just before
+    # its GET is noted as ended: they are one round, one interval.
+    my @iv;
     for my $r (grep { $_->{t} >= $t0 + 1 } @{ RSTest::requests($leaf) }) {
-        my $iv = [$r->{t}, $r->{end} // time];
-        push @all, $iv;
-        push @hang, $iv if $leaf =~ /^ca2-hang/;
+        my $end = $r->{end} // time;
+        if (@iv && ($r->{method} // '') eq 'POST' && $iv[-1][2] eq 'GET'
+            && $r->{t} <= $iv[-1][1] + 0.3) {
+            $iv[-1][1] = $end;
+            $iv[-1][2] = 'POST';
+            next;
+        }
+        push @iv, [$r->{t}, $end, $r->{method} // ''];
     }
+    push @all, @iv;
+    push @hang, @iv if $leaf =~ /^ca2-hang/;
 }
 sub max_overlap {
     my @ev = sort { $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1] }
@@ -33,7 +45,7 @@ sub max_overlap {
 }
 my $hang_max = max_overlap(@hang);
 my $all_max = max_overlap(@all);
-print "# hung requests: " . scalar(@hang) . ", at most $hang_max at once; all requests at most $all_max at once\n";
+print "# hung rounds: " . scalar(@hang) . ", at most $hang_max at once; all requests at most $all_max at once\n";
 ok(@hang >= 5);
 ok($hang_max <= 4);
 ok($all_max <= 8);

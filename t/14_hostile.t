@@ -71,8 +71,10 @@ ok(!$h->{stapled} && $h->{ok} && $h->{elapsed} < 0.5);
 RSTest::set_mode('f-trickle', 'trickle');
 my $t0 = time;
 RSTest::refresh(id_of('f-trickle'));
-# (the refresh reaches the leading child within about a second; a busy
-# machine stretches that: a generous bound, this part is about the stop)
+# (the refresh reaches the leading child within about a second; a round
+# still in flight holds the lease for up to two timeouts, a failing GET then
+# the POST; a busy machine stretches both: a generous bound, this part is
+# about the stop)
 ok(RSTest::wait_for(sub { grep { $_->{t} >= $t0 && $_->{mode} eq 'trickle' }
                           @{ RSTest::requests('f-trickle') } }, 10, 0.05));
 my $server = Apache::Test::config()->server;

@@ -6,11 +6,15 @@ usage: ocsp_responder.py PKIDIR PORT
   also: PORT+1 (f-refused, closed in mode "refused"), PORT+3 (the second CA),
   PORT+4 (accepts and never reads), [::1]:PORT+5 (the IPv6 leaf)
   POST /<leaf>                    OCSP request for that leaf, answered per its mode
-  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH]
+  GET  /<leaf>/<base64 request>   the same by RFC 5019 GET (URL-encoded base64 DER)
+  GET  /_ctl/set?name=L&mode=M[&validity=S][&thisupdate=EPOCH][&method=get|post][&delay=S]
                                   switch a leaf (name=* for all); thisupdate
-                                  pins thisUpdate (0: the current second)
-  GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M} per request
-                                  (name=*: one object, leaf -> that list)
+                                  pins thisUpdate (0: the current second);
+                                  delay: seconds every answer waits first;
+                                  with method, only requests by that method
+                                  answer in mode M (without: both, as before)
+  GET  /_ctl/log?name=L           JSON list of {"t": epoch, "mode": M, "method": GET|POST}
+                                  per request (name=*: one object, leaf -> that list)
   GET  /_ctl/ping
 Modes: good revoked unknown unauthorized trylater internalerror malformedrequest
 garbage truncated empty http500 close hang slow wrongcert badsig wrongsigner
@@ -21,6 +25,7 @@ repeated, more than a small shared cache holds).
 connecting is refused for real.
 Listens on 127.0.0.1 only.
 """
+import base64
 import datetime
 import json
 import os
@@ -57,7 +62,8 @@ SIGNER, SIGNER_KEY = load_cert("signer"), load_key("signer")
 CA2, SIGNER2, SIGNER2_KEY = load_cert("ca2"), load_cert("signer2"), load_key("signer2")
 ROGUE_SIGNER, ROGUE_SIGNER_KEY = load_cert("rogue-signer"), load_key("rogue-signer")
 CERTS = {n: load_cert(n) for n in META}
-STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0}
+STATE = {n: {"mode": m["mode"], "validity": m.get("validity", 3600), "this": 0,
+             "get": None, "post": None, "delay": 0.0}
          for n, m in META.items()}
 LOG = {n: [] for n in META}
 UNSUCCESSFUL = {
@@ -69,9 +75,11 @@ UNSUCCESSFUL = {
 HANG_RELEASE = threading.Event()
 
 
-def mode_of(leaf):
+def mode_of(leaf, method=None):
+    """The mode a request by this method (GET/POST) is answered in."""
     with LOCK:
-        return STATE[leaf]["mode"]
+        st = STATE[leaf]
+        return (st.get(method.lower()) if method else None) or st["mode"]
 
 
 def build(leaf, mode, validity):
@@ -166,10 +174,15 @@ class Handler(BaseHTTPRequestHandler):
                 for n in names:
                     if n not in STATE:
                         return self.reply(404, b"no such leaf", "text/plain")
-                    if "mode" in q:
+                    if "mode" in q and q.get("method") in ("get", "post"):
+                        STATE[n][q["method"]] = q["mode"]
+                    elif "mode" in q:
                         STATE[n]["mode"] = q["mode"]
+                        STATE[n]["get"] = STATE[n]["post"] = None
                     if "validity" in q:
                         STATE[n]["validity"] = int(q["validity"])
+                    if "delay" in q:
+                        STATE[n]["delay"] = float(q["delay"])
                     if "thisupdate" in q:
                         STATE[n]["this"] = int(q["thisupdate"])
                 HANG_RELEASE.set()  # requests hanging in an old mode give up
@@ -183,6 +196,14 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     body = json.dumps(LOG.get(q.get("name"), [])).encode()
             return self.reply(200, body, "application/json")
+        # RFC 5019 / RFC 6960 A.1: GET /<leaf>/<url-encoded base64 of the DER>
+        parts = u.path.strip("/").split("/", 1)
+        if len(parts) == 2 and parts[0] in STATE:
+            try:
+                req_der = base64.b64decode(urllib.parse.unquote(parts[1]), validate=True)
+            except Exception:
+                req_der = b""
+            return self.ocsp(parts[0], req_der, "GET")
         return self.reply(404, b"not found", "text/plain")
 
     def do_POST(self):
@@ -191,14 +212,32 @@ class Handler(BaseHTTPRequestHandler):
         req_der = self.rfile.read(n) if 0 < n < 65536 else b""
         if leaf not in STATE:
             return self.reply(404, b"unknown leaf", "text/plain")
-        entry = {"t": time.time(), "mode": mode_of(leaf)}
+        return self.ocsp(leaf, req_der, "POST")
+
+    def ocsp(self, leaf, req_der, method):
+        mode = mode_of(leaf, method)
+        entry = {"t": time.time(), "mode": mode, "method": method}
         with LOCK:
-            mode, validity = STATE[leaf]["mode"], STATE[leaf]["validity"]
+            validity, delay = STATE[leaf]["validity"], STATE[leaf]["delay"]
             LOG[leaf].append(entry)
+        if delay:
+            time.sleep(delay)
         try:
             self.answer(leaf, mode, validity, req_der)
         finally:
             entry["end"] = time.time()  # lets tests count requests in flight
+
+    def wait_client_gone(self, seconds, release=None):
+        """Until the client hangs up (or release is set): the request's end
+        in the log is then when the client gave up."""
+        deadline = time.time() + seconds
+        while time.time() < deadline and not (release and release.is_set()):
+            r, _, _ = select.select([self.connection], [], [], 0.05)
+            try:
+                if r and not self.connection.recv(1, socket.MSG_PEEK):
+                    break
+            except OSError:
+                break
 
     def answer(self, leaf, mode, validity, req_der):
         try:
@@ -224,11 +263,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             # hold the request until released, or until the client gives up
             # (so the request log shows how long the client really waited)
-            deadline = time.time() + 120
-            while time.time() < deadline and not HANG_RELEASE.is_set():
-                r, _, _ = select.select([self.connection], [], [], 0.05)
-                if r and not self.connection.recv(1, socket.MSG_PEEK):
-                    break
+            self.wait_client_gone(120, HANG_RELEASE)
             self.close_connection = True
             return
         if mode == "slow":
@@ -250,7 +285,7 @@ class Handler(BaseHTTPRequestHandler):
             self.start_body(len(body) + 100)
             self.wfile.write(body)
             self.wfile.flush()
-            time.sleep(30)
+            self.wait_client_gone(30)
             self.close_connection = True
             return
         if mode == "clless":
@@ -311,11 +346,13 @@ class NeverReadHandler(Handler):
     def handle(self):
         if mode_of("f-noread") != "noread":
             return Handler.handle(self)
+        entry = {"t": time.time(), "mode": "noread"}
         with LOCK:
-            LOG["f-noread"].append({"t": time.time(), "mode": "noread"})
+            LOG["f-noread"].append(entry)
         poller = select.poll()
         poller.register(self.connection, select.POLLRDHUP)
         poller.poll(30000)
+        entry["end"] = time.time()  # the client gave up
 
 
 def main():

@@ -118,6 +118,13 @@ unsigned char *tpki_response(const tpki_t *p, const tp_resp_t *o, int *len)
     OCSP_basic_add1_status(bs, id, o->cert_status, OCSP_REVOKED_STATUS_KEYCOMPROMISE,
                            o->cert_status == V_OCSP_CERTSTATUS_REVOKED ? revtime : NULL,
                            thisupd, nextupd);
+    if (o->second) {
+        OCSP_CERTID *id2 = OCSP_cert_to_id(EVP_sha1(), p->leaf, p->ca);
+        OCSP_basic_add1_status(bs, id2, o->second - 1, OCSP_REVOKED_STATUS_KEYCOMPROMISE,
+                               o->second - 1 == V_OCSP_CERTSTATUS_REVOKED ? revtime : NULL,
+                               thisupd, nextupd);
+        OCSP_CERTID_free(id2);
+    }
     OCSP_basic_sign(bs, signer, key, EVP_sha256(), certs, flags);
     resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
     *len = i2d_OCSP_RESPONSE(resp, &der);

@@ -25,6 +25,7 @@ typedef struct {
     tp_signer_e signer;
     int about_other;   /* answer for leaf_noaia instead of leaf */
     int corrupt_sig;   /* flip the last signature byte (signer TP_BY_CA only) */
+    int second;        /* a second SingleResponse for the leaf: its status + 1 (0: none) */
 } tp_resp_t;
 
 tpki_t *tpki_new(void);

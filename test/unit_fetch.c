@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <resolv.h>
 #include <cmocka.h>
 
 #include <apr_general.h>
@@ -34,6 +35,8 @@ static int listen_fd, port;
 static volatile int stopping;
 static char last_request[4096];
 static apr_thread_t *server;
+static apr_time_t cancel_at;
+static int cancel_after(void *baton);
 
 static int send_all(int fd, const void *buf, size_t len)
 {
@@ -71,11 +74,38 @@ static void serve(int fd)
         got += (size_t)n;
         last_request[got] = '\0';
     }
-    if (strstr(last_request, " /good ") || strstr(last_request, "/proxied ")) {
+    if (strstr(last_request, " /good ") || strstr(last_request, "/proxied ")
+        || strstr(last_request, "GET /good/") || strstr(last_request, "POST /postonly ")) {
         snprintf(head, sizeof(head), "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response"
                  "\r\nContent-Length: %d\r\n\r\n", good_len);
         send_all(fd, head, strlen(head));
         send_all(fd, good_der, (size_t)good_len);
+    }
+    else if (strstr(last_request, " /ctparam")) {
+        /* parameters in a media type are legal (RFC 9110 8.3.1) */
+        snprintf(head, sizeof(head), "HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response;"
+                 " charset=binary\r\nContent-Length: %d\r\n\r\n", good_len);
+        send_all(fd, head, strlen(head));
+        send_all(fd, good_der, (size_t)good_len);
+    }
+    else if (strstr(last_request, " /flood ") || strstr(last_request, " /slowflood ")) {
+        /* headers without end, as fast as the client reads, or one every 10 ms */
+        const char *r = "HTTP/1.0 200 OK\r\n";
+        const char *line = "X-Flood: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        int slow = strstr(last_request, " /slowflood ") != NULL;
+        send_all(fd, r, strlen(r));
+        while (!stopping && !send_all(fd, line, strlen(line)))
+            if (slow)
+                usleep(10000);
+    }
+    else if (strstr(last_request, " /evil ")) {
+        /* a reason phrase of control characters, quotes and invalid UTF-8 */
+        const char *r = "HTTP/1.0 503 \"}\x01\x1b[31m\xff\xfe\\\r\nContent-Length: 0\r\n\r\n";
+        send_all(fd, r, strlen(r));
+    }
+    else if (strstr(last_request, "GET /postonly/")) {
+        const char *r = "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        send_all(fd, r, strlen(r));
     }
     else if (strstr(last_request, " /500 ")) {
         const char *r = "HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
@@ -217,8 +247,225 @@ static void test_http_error(void **state)
     apr_size_t len;
     char err[256];
     (void)state;
-    assert_int_equal(fetch(&o, &body, &len, err), APR_EGENERAL);
+    /* an HTTP answer, not a transport failure */
+    assert_int_equal(fetch(&o, &body, &len, err), RS_FETCH_EHTTP);
+    assert_int_equal(rs_fetch_verdict(RS_FETCH_EHTTP), RS_VERDICT_HTTP);
     assert_non_null(strstr(err, "500"));
+}
+
+static void test_get(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/good", apr_time_from_sec(5));
+    const char *u = rs_fetch_get_url(pool, o.url, req_der, req_len);
+    unsigned char *body;
+    apr_size_t len;
+    char err[256];
+    (void)state;
+    /* RFC 6960 A.1: url '/' url-encoded base64 of the DER; RFC 5019: < 255 bytes */
+    assert_non_null(u);
+    assert_true(strlen(u) < 255);
+    assert_int_equal(strncmp(u, o.url, strlen(o.url)), 0);
+    assert_int_equal(u[strlen(o.url)], '/');
+    assert_null(strpbrk(u + strlen(o.url), "+="));
+    assert_null(strchr(u + strlen(o.url) + 1, '/'));
+    o.method = RS_METHOD_GET;
+    assert_int_equal(fetch(&o, &body, &len, err), APR_SUCCESS);
+    assert_memory_equal(body, good_der, len);
+    assert_non_null(strstr(last_request, apr_psprintf(pool, "GET %s HTTP/1.", u + strlen(o.url) - 5)));
+    assert_null(strstr(last_request, "Content-Type"));
+    /* a URL ending in '/' gets no second one */
+    u = rs_fetch_get_url(pool, "http://ocsp.example/", req_der, req_len);
+    assert_int_equal(strncmp(u, "http://ocsp.example/M", 21), 0);
+    /* too long for a GET: NULL (the round sends it by POST) */
+    assert_null(rs_fetch_get_url(pool, apr_psprintf(pool, "http://ocsp.example/%0200d", 0),
+                                 req_der, req_len));
+}
+
+static void test_content_type_parameters(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/ctparam", apr_time_from_sec(5));
+    unsigned char *body;
+    apr_size_t len;
+    char err[256];
+    (void)state;
+    assert_int_equal(fetch(&o, &body, &len, err), APR_SUCCESS);
+    assert_memory_equal(body, good_der, len);
+}
+
+static void test_header_flood_keeps_deadline(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/flood", apr_time_from_msec(1000));
+    unsigned char *body;
+    apr_size_t len;
+    char err[256];
+    apr_time_t t0 = apr_time_now();
+    apr_status_t rv;
+    (void)state;
+    rv = fetch(&o, &body, &len, err);
+    printf("# header flood: %s after %ld ms\n", err, (long)apr_time_as_msec(apr_time_now() - t0));
+    assert_int_not_equal(rv, APR_SUCCESS);
+    assert_true(apr_time_now() - t0 < apr_time_from_msec(1500));
+    /* paced below the header cap within the deadline: the deadline cuts it */
+    o = opts_for("/slowflood", apr_time_from_msec(1000));
+    t0 = apr_time_now();
+    rv = fetch(&o, &body, &len, err);
+    printf("# slow header flood: %s after %ld ms\n", err,
+           (long)apr_time_as_msec(apr_time_now() - t0));
+    assert_int_equal(rv, APR_TIMEUP);
+    assert_true(apr_time_now() - t0 < apr_time_from_msec(1500));
+}
+
+static void test_responder_bytes_are_escaped(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/evil", apr_time_from_sec(5));
+    unsigned char *body;
+    apr_size_t len;
+    char err[256];
+    const char *c;
+    (void)state;
+    assert_int_equal(fetch(&o, &body, &len, err), RS_FETCH_EHTTP);
+    printf("# %s\n", err);
+    for (c = err; *c; c++)
+        assert_true(*c >= 0x20 && *c <= 0x7e);
+}
+
+/* A DNS server on 127.0.0.1 that reads and never answers; the resolver is
+ * glibc's own, pointed at it. */
+static int dns_fd = -1, dns_port;
+static int stuck_resolve(const char *host, const char *port, const struct addrinfo *hints,
+                         struct addrinfo **res)
+{
+    struct sockaddr_in sa;
+    res_init();
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((unsigned short)dns_port);
+    _res.nscount = 1;
+    _res.nsaddr_list[0] = sa;
+    _res.options &= ~(unsigned long)RES_ROTATE;
+    return getaddrinfo(host, port, hints, res);
+}
+
+static void test_resolution_keeps_deadline(void **state)
+{
+    rs_fetch_opts_t o;
+    unsigned char *body;
+    apr_size_t len;
+    char err[256], q[512];
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    apr_time_t t0, took;
+    (void)state;
+    dns_fd = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(dns_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    getsockname(dns_fd, (struct sockaddr *)&sa, &sl);
+    dns_port = ntohs(sa.sin_port);
+    memset(&o, 0, sizeof(o));
+    o.url = "http://ocsp.stuck-dns.example/x";
+    o.timeout = apr_time_from_msec(1000);
+    o.max_len = RS_MAX_RESPONSE_LEN;
+    o.resolve = stuck_resolve;
+    t0 = apr_time_now();
+    assert_int_equal(fetch(&o, &body, &len, err), APR_TIMEUP);
+    took = apr_time_now() - t0;
+    printf("# resolver that never answers, 1 s deadline: %s after %ld ms\n", err,
+           (long)apr_time_as_msec(took));
+    assert_true(took < apr_time_from_msec(1500));
+    assert_non_null(strstr(err, "resolving ocsp.stuck-dns.example"));
+    /* the query did reach the silent server */
+    assert_true(recv(dns_fd, q, sizeof(q), MSG_DONTWAIT) > 0);
+    /* and the cancel is as prompt */
+    cancel_at = apr_time_now() + apr_time_from_msec(200);
+    o.timeout = apr_time_from_sec(30);
+    o.cancelled = cancel_after;
+    t0 = apr_time_now();
+    assert_int_equal(fetch(&o, &body, &len, err), APR_EINTR);
+    assert_true(apr_time_now() - t0 < apr_time_from_msec(600));
+}
+
+static void test_ipv6_host_header(void **state)
+{
+    struct sockaddr_in6 sa;
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET6, SOCK_STREAM, 0), c;
+    rs_fetch_opts_t o;
+    unsigned char *body;
+    apr_size_t len;
+    char err[256];
+    (void)state;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_loopback;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 1)) {
+        if (fd >= 0)
+            close(fd);
+        skip(); /* no IPv6 here */
+    }
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    memset(&o, 0, sizeof(o));
+    o.url = apr_psprintf(pool, "http://[::1]:%d/good", ntohs(sa.sin6_port));
+    o.timeout = apr_time_from_msec(300);
+    o.max_len = RS_MAX_RESPONSE_LEN;
+    /* nobody answers: only the request is looked at */
+    (void)fetch(&o, &body, &len, err);
+    c = accept(fd, NULL, NULL);
+    assert_true(c >= 0);
+    {
+        ssize_t n = recv(c, last_request, sizeof(last_request) - 1, MSG_DONTWAIT);
+        last_request[n > 0 ? n : 0] = '\0';
+    }
+    close(c);
+    close(fd);
+    assert_non_null(strstr(last_request, apr_psprintf(pool, "Host: [::1]:%d\r\n",
+                                                      ntohs(sa.sin6_port))));
+}
+
+static void test_round_falls_back_to_post(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/postonly", apr_time_from_sec(5));
+    rs_round_t r = {cert, req_der, req_len, 0, 0, apr_time_from_sec(5), 0};
+    rs_attempt_t a[2];
+    (void)state;
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 2);
+    assert_int_equal(a[0].method, RS_METHOD_GET);
+    assert_int_equal(a[0].result, RS_RESULT_HTTP);
+    assert_int_equal(a[1].method, RS_METHOD_POST);
+    assert_int_equal(a[1].result, RS_RESULT_OK);
+    /* GET answers: one request */
+    o = opts_for("/good", apr_time_from_sec(5));
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 1);
+    assert_int_equal(a[0].method, RS_METHOD_GET);
+    assert_int_equal(a[0].result, RS_RESULT_OK);
+    /* the same response as the one held is not a success, by either method */
+    r.held_this = a[0].res.this_update;
+    r.held_next = a[0].res.next_update;
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 2);
+    assert_int_equal(a[0].result, RS_RESULT_NOT_NEWER);
+    assert_int_equal(a[1].result, RS_RESULT_NOT_NEWER);
+    assert_int_equal(a[1].res.verdict, RS_VERDICT_NOT_NEWER);
+    /* ResilientStaplingMethod post / get */
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_POST_ONLY, &r, a), 1);
+    assert_int_equal(a[0].method, RS_METHOD_POST);
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_GET_ONLY, &r, a), 1);
+    assert_int_equal(a[0].method, RS_METHOD_GET);
+}
+
+static void test_round_deadline(void **state)
+{
+    rs_fetch_opts_t o = opts_for("/hang", apr_time_from_sec(5));
+    rs_round_t r = {cert, req_der, req_len, 0, 0, apr_time_from_sec(5), 0};
+    rs_attempt_t a[2];
+    apr_time_t t0 = apr_time_now();
+    (void)state;
+    /* the GET hangs until the round's deadline; no POST is started after it */
+    r.deadline = t0 + apr_time_from_msec(400);
+    assert_int_equal(rs_fetch_round(pool, &o, RS_FETCH_AUTO, &r, a), 1);
+    assert_int_equal(a[0].result, RS_RESULT_TRANSPORT);
+    assert_true(apr_time_now() - t0 < apr_time_from_msec(900));
 }
 
 static void test_deadline_holds_when_responder_hangs(void **state)
@@ -248,7 +495,6 @@ static void test_deadline_holds_when_responder_trickles(void **state)
     assert_true(apr_time_now() - t0 < apr_time_from_msec(1500));
 }
 
-static apr_time_t cancel_at;
 static int cancel_after(void *baton)
 {
     (void)baton;
@@ -350,6 +596,14 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_only_http),
         cmocka_unit_test(test_through_proxy),
+        cmocka_unit_test(test_get),
+        cmocka_unit_test(test_content_type_parameters),
+        cmocka_unit_test(test_header_flood_keeps_deadline),
+        cmocka_unit_test(test_responder_bytes_are_escaped),
+        cmocka_unit_test(test_resolution_keeps_deadline),
+        cmocka_unit_test(test_ipv6_host_header),
+        cmocka_unit_test(test_round_falls_back_to_post),
+        cmocka_unit_test(test_round_deadline),
     };
     return cmocka_run_group_tests_name("rs_fetch", tests, setup, teardown);
 }

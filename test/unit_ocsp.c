@@ -205,6 +205,21 @@ static void test_wrong_certificate(void **state)
     assert_int_equal(check(o), RS_VERDICT_WRONG_CERT);
 }
 
+static void test_two_answers_for_one_certificate(void **state)
+{
+    tp_resp_t disagree = {.this_off = -10, .next_off = 3600,
+                          .second = V_OCSP_CERTSTATUS_REVOKED + 1};
+    tp_resp_t disagree2 = {.this_off = -10, .next_off = 3600,
+                           .cert_status = V_OCSP_CERTSTATUS_REVOKED,
+                           .second = V_OCSP_CERTSTATUS_GOOD + 1};
+    tp_resp_t agree = {.this_off = -10, .next_off = 3600, .second = V_OCSP_CERTSTATUS_GOOD + 1};
+    (void)state;
+    /* good first and revoked second (or the reverse): neither is believed */
+    assert_int_equal(check(disagree), RS_VERDICT_MALFORMED);
+    assert_int_equal(check(disagree2), RS_VERDICT_MALFORMED);
+    assert_int_equal(check(agree), RS_VERDICT_GOOD);
+}
+
 static void test_signatures(void **state)
 {
     tp_resp_t corrupt = {.this_off = -10, .next_off = 3600, .signer = TP_BY_CA, .corrupt_sig = 1};
@@ -269,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_bytes_that_are_not_a_response),
         cmocka_unit_test(test_wrong_certificate),
         cmocka_unit_test(test_signatures),
+        cmocka_unit_test(test_two_answers_for_one_certificate),
         cmocka_unit_test(test_times),
         cmocka_unit_test(test_names),
     };

@@ -54,6 +54,70 @@ static void test_backoff(void **state)
     assert_int_equal(rs_sched_retry_at(&conf, now, 2, -1.0), now + S(108));
 }
 
+static void test_fast_ladder(void **state)
+{
+    apr_time_t now = S(1000);
+    rs_state_t st;
+    rs_sched_conf_t fast = conf;
+    unsigned i;
+    (void)state;
+    /* nothing held: 2, 4, 8, 16, 32 s, then the configured backoff from its start */
+    rs_state_init(&st);
+    for (i = 0; i < 5; i++) {
+        rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 6, NULL, &conf, 0.0);
+        assert_int_equal(st.next_attempt, now + S(2 << i));
+    }
+    rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 6, NULL, &conf, 0.0);
+    assert_int_equal(st.next_attempt, now + S(60));
+    rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 6, NULL, &conf, 0.0);
+    assert_int_equal(st.next_attempt, now + S(120));
+    /* never slower than a configured backoff that is faster */
+    fast.retry_min = S(1);
+    fast.retry_max = S(2);
+    rs_state_init(&st);
+    rs_state_failure(&st, now, RS_VERDICT_TRANSPORT, -1, NULL, &fast, 0.0);
+    rs_state_failure(&st, now, RS_VERDICT_TRANSPORT, -1, NULL, &fast, 0.0);
+    assert_int_equal(st.next_attempt, now + S(2));
+    /* something valid held: the configured backoff, no ladder */
+    rs_state_init(&st);
+    st.resp_this_update = now - S(100);
+    st.resp_next_update = now + S(86400);
+    rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 6, NULL, &conf, 0.0);
+    assert_int_equal(st.next_attempt, now + S(60));
+}
+
+static void test_never_past_held_next_update(void **state)
+{
+    /* seen: a response valid until 00:45:49, an older answer at 00:45:09
+     * scheduled the next attempt 60 s later, at 00:46:09 */
+    apr_time_t next = S(45 * 60 + 49), now = S(45 * 60 + 9);
+    rs_ocsp_result_t older;
+    rs_state_t st;
+    (void)state;
+    rs_state_init(&st);
+    st.resp_this_update = next - S(3600);
+    st.resp_next_update = next;
+    memset(&older, 0, sizeof(older));
+    older.verdict = RS_VERDICT_NOT_NEWER;
+    rs_state_failure(&st, now, older.verdict, 0, "not newer", &conf, 1.0);
+    assert_true(st.next_attempt < next);
+    assert_true(st.next_attempt >= now + S(1));
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(rs_result_of(&older, 0), RS_RESULT_NOT_NEWER);
+    /* and a success that did not replace (the old path) keeps the bound too */
+    older.verdict = RS_VERDICT_GOOD;
+    older.this_update = next - S(7200);
+    older.next_update = next - S(3600);
+    rs_state_success(&st, now, &older, 0, &conf, 1.0);
+    assert_true(st.next_attempt < next);
+    /* far from nextUpdate: the margin (a tenth, at most 5 min) is the limit */
+    st.resp_this_update = now;
+    st.resp_next_update = now + S(600);
+    for (int i = 0; i < 20; i++)
+        rs_state_failure(&st, now, RS_VERDICT_TRANSPORT, -1, NULL, &conf, 1.0);
+    assert_int_equal(st.next_attempt, now + S(540));
+}
+
 static void test_replace_rule(void **state)
 {
     apr_time_t now = S(5000);
@@ -288,6 +352,9 @@ static void test_forced_refresh(void **state)
     (void)state;
 
     rs_state_init(&st);
+    /* a valid response held: the configured backoff (no short ladder) */
+    st.resp_this_update = now - S(100);
+    st.resp_next_update = now + S(86400);
     rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 3, "tryLater", &conf, 0.0);
     rs_state_failure(&st, now, RS_VERDICT_RESPONDER_ERROR, 3, "tryLater", &conf, 0.0);
     assert_int_equal(st.failures, 2);
@@ -320,7 +387,8 @@ static void test_forced_refresh(void **state)
     rs_state_claim(&st, 1, now, &conf, 0);
     rs_state_failure(&st, now + S(1), RS_VERDICT_TRANSPORT, -1, "refused", &conf, 0.0);
     assert_int_equal(st.failures, 1);
-    assert_int_equal(st.next_attempt, now + S(1) + conf.retry_min);
+    /* nothing held: the first step of the short ladder */
+    assert_int_equal(st.next_attempt, now + S(1) + RS_FAST_FIRST);
 }
 
 /* Every attempt lands in one counter, by method and result. */
@@ -371,6 +439,8 @@ int main(void)
         cmocka_unit_test(test_bound_times),
         cmocka_unit_test(test_forced_refresh),
         cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_fast_ladder),
+        cmocka_unit_test(test_never_past_held_next_update),
     };
     return cmocka_run_group_tests_name("rs_sched", tests, NULL, NULL);
 }

@@ -131,15 +131,18 @@ sub http_get {
     return $body;
 }
 
-# set_mode('good', 'hang'[, validity_seconds])
+# set_mode('good', 'hang'[, validity_seconds[, 'get'|'post']]): with a
+# method, only requests by that method answer in this mode
 sub set_mode {
-    my ($leaf, $mode, $validity) = @_;
+    my ($leaf, $mode, $validity, $method) = @_;
     my $q = "/_ctl/set?name=$leaf&mode=$mode";
     $q .= "&validity=$validity" if defined $validity;
+    $q .= "&method=$method" if defined $method;
     ctl_get($q);
 }
 
-# Requests the responder saw for a leaf: [{t => epoch, mode => ...}, ...]
+# Requests the responder saw for a leaf:
+# [{t => epoch, mode => ..., method => 'GET'|'POST'}, ...]
 sub requests {
     my $leaf = shift;
     return JSON::PP::decode_json(ctl_get("/_ctl/log?name=$leaf"));
@@ -176,6 +179,7 @@ sub handshake_on {
     $r{this_update} = ($out =~ /This Update: (.+)/ ? parse_time($1) : undef) // 0;
     $r{next_update} = ($out =~ /Next Update: (.+)/ ? parse_time($1) : undef) // 0;
     ($r{serial} = $1) =~ s/^0+// if $out =~ /OCSP Response Data:.*?Serial Number: (\w+)/s;
+    $r{cn} = $1 if $out =~ /^subject=.*?CN\s*=\s*([\w.-]+)/m;  # the certificate presented
     return \%r;
 }
 

@@ -48,6 +48,14 @@ LEAVES = {
     "coexist-ssl": "good",   # a vhost that also has mod_ssl's SSLUseStapling on
     "coexist-md": "good",    # an MDomain with MDStapling on and ResilientStapling on...
     "coexist-mdoff": "good", # ...and one with ResilientStapling off: mod_md staples it
+    # t/23_first.t (its own server and responder): a certificate new to its
+    # responder, GET/POST answering differently, rotations at reloads
+    "first-new": "good",
+    "first-hang": "good",
+    "m-getonly": "good",
+    "m-postonly": "good",
+    "rot-0": "good", "rot-1": "good", "rot-2": "good", "rot-3": "good", "rot-4": "good",
+    "rot-5": "good",
 }
 RSA = {"dual-rsa"}
 # A second CA with its own responder address (PORT+3): its "hang" leaves
