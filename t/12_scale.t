@@ -34,12 +34,7 @@ sub write_conf {
     my $conf = RSTest::server_conf_head($root, $sport)
              . "ResilientStapling $on\nResilientStaplingStore $root/store\n$cache"
              . "<Location /rs-status>\n SetHandler resilient-stapling-status\n</Location>\n";
-    for my $i (0 .. $n - 1) {
-        my $l = sprintf 's%04d', $i;
-        $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
-               . " SSLCertificateFile $dir/$l.crt\n SSLCertificateKeyFile $dir/$l.key\n"
-               . " SSLCertificateChainFile $dir/ca.crt\n</VirtualHost>\n";
-    }
+    $conf .= RSTest::vhosts($sport, $dir, RSTest::leaf_names($n));
     t_write_file("$root/httpd.conf", $conf);
 }
 

@@ -47,12 +47,7 @@ ResilientStapling on
 ResilientStaplingStore $root/store
 ResilientStaplingRetry 1 2
 EOC
-for my $i (0 .. $N - 1) {
-    my $l = sprintf 's%04d', $i;
-    $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
-           . " SSLCertificateFile $dir/$l.crt\n SSLCertificateKeyFile $dir/$l.key\n"
-           . " SSLCertificateChainFile $dir/ca.crt\n</VirtualHost>\n";
-}
+$conf .= RSTest::vhosts($sport, $dir, RSTest::leaf_names($N));
 t_write_file("$root/httpd.conf", $conf);
 
 my $log = "$root/logs/error_log";

@@ -86,11 +86,7 @@ ResilientStaplingStore $root/store
 ResilientStaplingCache $cache
 ResilientStaplingRetry 1 5
 EOC
-    for my $l (@leaves) {
-        $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
-               . " SSLCertificateFile $pki/$l.crt\n SSLCertificateKeyFile $pki/$l.key\n"
-               . " SSLCertificateChainFile $pki/ca.crt\n</VirtualHost>\n";
-    }
+    $conf .= RSTest::vhosts($sport, $pki, @leaves);
     open my $fh, '>', "$root/httpd.conf" or die;
     print $fh $conf;
     close $fh;

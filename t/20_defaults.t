@@ -56,11 +56,7 @@ $extra
     Require ip 127.0.0.1
 </Location>
 EOC
-    for my $l (qw(s0000 s0001)) {
-        $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $l.rs.test\n SSLEngine on\n"
-               . " SSLCertificateFile $pki/$l.crt\n SSLCertificateKeyFile $pki/$l.key\n"
-               . " SSLCertificateChainFile $pki/ca.crt\n</VirtualHost>\n";
-    }
+    $conf .= RSTest::vhosts($sport, $pki, qw(s0000 s0001));
     t_write_file("$root/httpd.conf", $conf);
 }
 sub hs { RSTest::handshake_on($sport, $_[0], "-CAfile $pki/ca.crt") }

@@ -56,8 +56,9 @@ RSTest::refresh($id);
 sub good_fetched {
     my $d = shift;
     return (value($d, 'resilient_stapling_fetch_duration_seconds_count') // 0) >= 1
-        && (value($d, 'resilient_stapling_fetch_attempts_total', cn => 'good.rs.test', method => 'POST', result => 'ok') // 0)
-         + (value($d, 'resilient_stapling_fetch_attempts_total', cn => 'good.rs.test', method => 'POST', result => 'not-newer') // 0) >= 1
+        && (grep { (value($d, 'resilient_stapling_fetch_attempts_total', cn => 'good.rs.test',
+                          method => $_->[0], result => $_->[1]) // 0) >= 1 }
+            [GET => 'ok'], [GET => 'not-newer'], [POST => 'ok'], [POST => 'not-newer'])
         && (value($d, 'resilient_stapling_fetch_attempts_total', cn => 'status-none.rs.test', method => 'POST',
                   result => 'responder-error') // 0) >= 1;
 }

@@ -47,12 +47,7 @@ sub write_conf {
     my %vh = @_;
     my $conf = RSTest::server_conf_head($root, $sport)
              . "ResilientStapling on\nResilientStaplingStore $root/store\n";
-    for my $name (sort keys %vh) {
-        $conf .= "<VirtualHost 127.0.0.1:$sport>\n ServerName $name.rs.test\n SSLEngine on\n"
-               . " SSLCertificateFile $dir/$vh{$name}.crt\n"
-               . " SSLCertificateKeyFile $dir/$vh{$name}.key\n"
-               . " SSLCertificateChainFile $dir/ca.crt\n</VirtualHost>\n";
-    }
+    $conf .= RSTest::vhosts($sport, $dir, \%vh);
     t_write_file("$root/httpd.conf", $conf);
 }
 sub start { RSTest::start_httpd($vars->{httpd}, $root) }

@@ -85,7 +85,8 @@ sub start_helper {
     close $w;
     chomp(my $gpid = <$r> // '');
     waitpid $pid, 0;
-    for (1 .. 100) {
+    # up to 30 s: a Python responder loading a PKI starts slowly on a busy machine
+    for (1 .. 300) {
         return $gpid if eval { http_get($port, $probe); 1 };
         sleep 0.1;
     }
@@ -231,6 +232,21 @@ MaxRequestWorkers 50
 Listen 127.0.0.1:$port
 EOC
 }
+
+# SNI vhosts of a separate httpd, one per leaf of the PKI in $pki (each its
+# own certificate, the issuer as chain): name => leaf pairs, or leaf names
+# (the vhost named after its leaf).
+sub vhosts {
+    my ($port, $pki, @names) = @_;
+    my %leaf = ref $names[0] eq 'HASH' ? %{ $names[0] } : map { $_ => $_ } @names;
+    return join '', map {
+        "<VirtualHost 127.0.0.1:$port>\n ServerName $_.rs.test\n SSLEngine on\n"
+      . " SSLCertificateFile $pki/$leaf{$_}.crt\n SSLCertificateKeyFile $pki/$leaf{$_}.key\n"
+      . " SSLCertificateChainFile $pki/ca.crt\n</VirtualHost>\n"
+    } sort keys %leaf;
+}
+# s0000 .. s(N-1), as mkpki.py names N leaves
+sub leaf_names { map { sprintf 's%04d', $_ } 0 .. $_[0] - 1 }
 
 # Start/stop such a separate httpd ($root/httpd.conf, logs in $root/logs):
 # start truncates its error log and returns the seconds until it said
