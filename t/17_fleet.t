@@ -200,7 +200,11 @@ $r0 = requests();
 sleep 30;
 my $renew1 = requests() - $r0;
 printf "# 1 server, 30 s of 10 s responses: %d responder requests\n", $renew1;
-ok($renew3 <= $renew1 * 1.5) or warn "# 3 servers: $renew3, 1 server: $renew1\n";
+# three servers fetch no more than one alone (on a busy machine the lone
+# server renews late; then no more than one request per certificate per
+# expected renewal, every ~5 s, is the bound)
+ok($renew3 <= $renew1 * 1.5 || $renew3 <= 6 * @leaves)
+    or warn "# 3 servers: $renew3, 1 server: $renew1\n";
 start_server($_, 1) for qw(b c);
 
 # a server that starts while the responder is down staples at once
