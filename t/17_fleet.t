@@ -201,9 +201,9 @@ sleep 30;
 my $renew1 = requests() - $r0;
 printf "# 1 server, 30 s of 10 s responses: %d responder requests\n", $renew1;
 # three servers fetch no more than one alone (on a busy machine the lone
-# server renews late; then no more than one request per certificate per
-# expected renewal, every ~5 s, is the bound)
-ok($renew3 <= $renew1 * 1.5 || $renew3 <= 6 * @leaves)
+# server renews late; then about one request per certificate per expected
+# renewal, every ~5 s, one more at the edges of the 30 s, is the bound)
+ok($renew3 <= $renew1 * 1.5 || $renew3 <= 7 * @leaves)
     or warn "# 3 servers: $renew3, 1 server: $renew1\n";
 start_server($_, 1) for qw(b c);
 
