@@ -248,7 +248,11 @@ ok(RSTest::wait_for(sub { count('a', qr/RS0601: /) && count('b', qr/RS0601: /) }
 sleep 2;
 ok(all_stapled(qw(a b c)));   # stapling goes on without the cache
 my $r_down = requests() - $r2;
-ok($r_down == 2 * @leaves) or warn "# $r_down requests for 3 certificates refreshed on 2 servers\n";
+# one round per certificate per server; a refresh that lands in the same
+# second as the last fetch gets the same response back, which is not newer
+# and is tried once more (issue 13's rule): at most one extra round each
+ok($r_down >= 2 * @leaves && $r_down <= 3 * @leaves)
+    or warn "# $r_down requests for 3 certificates refreshed on 2 servers\n";
 ok(count('a', qr/RS0601: /) == 1 && count('b', qr/RS0601: /) == 1);
 
 # memcached back, empty (a flush): the servers re-join and put responses back
