@@ -254,7 +254,7 @@ const command_rec rs_cmds[] = {
     AP_INIT_TAKE1("ResilientStaplingProxy", set_proxy, NULL, RSRC_CONF,
                   "http://host:port of a proxy for fetches"),
     AP_INIT_TAKE1("ResilientStaplingMaxFetches", set_max_fetches, NULL, RSRC_CONF,
-                  "fetches in flight at once per child (8)"),
+                  "fetches in flight at once for the whole server (8)"),
     AP_INIT_TAKE1("ResilientStaplingStore", set_store, NULL, RSRC_CONF,
                   "directory for the persistent copy of responses, or 'none' "
                   "(default: state/resilient_stapling under ServerRoot)"),

@@ -14,12 +14,9 @@ use lib 't/lib';
 use RSTest;
 use Time::HiRes qw(time sleep);
 
-my ($memcached) = grep { -x } qw(/usr/bin/memcached /usr/sbin/memcached);
-my ($redis) = grep { -x } qw(/usr/bin/redis-server /usr/sbin/redis-server);
-my $mods = `apxs -q LIBEXECDIR`;
-chomp $mods;
-plan tests => 29, sub { $memcached && $redis && -f "$mods/mod_socache_memcache.so"
-                        && -f "$mods/mod_socache_redis.so" };
+my ($memcached, $redis) = RSTest::fleet_daemons();
+chomp(my $mods = `apxs -q LIBEXECDIR`);
+plan tests => 29, sub { $memcached && $redis };
 
 my $vars = Apache::Test::vars();
 my $pki = "$vars->{t_dir}/pki/fleet";

@@ -248,6 +248,17 @@ sub vhosts {
 # s0000 .. s(N-1), as mkpki.py names N leaves
 sub leaf_names { map { sprintf 's%04d', $_ } 0 .. $_[0] - 1 }
 
+# memcached and redis-server with httpd's socache modules for them, or
+# empty (the fleet tests are skipped without them).
+sub fleet_daemons {
+    my ($memcached) = grep { -x } qw(/usr/bin/memcached /usr/sbin/memcached);
+    my ($redis) = grep { -x } qw(/usr/bin/redis-server /usr/sbin/redis-server);
+    chomp(my $mods = `apxs -q LIBEXECDIR`);
+    return () unless $memcached && $redis && -f "$mods/mod_socache_memcache.so"
+                     && -f "$mods/mod_socache_redis.so";
+    return ($memcached, $redis);
+}
+
 # Start/stop such a separate httpd ($root/httpd.conf, logs in $root/logs):
 # start truncates its error log and returns the seconds until it said
 # "resuming normal operations" (and when it was started).
