@@ -13,7 +13,7 @@ use RSTest;
 use Time::HiRes qw(time sleep);
 
 my $N = $ENV{RS_SCALE} // 1000;
-plan tests => 9, sub { $N > 0 };
+plan tests => 11, sub { $N > 0 };
 
 my $vars = Apache::Test::vars();
 my $dir = "$vars->{t_dir}/pki/scale";
@@ -28,9 +28,10 @@ my $main_pid = $$;
 END { kill 'TERM', $responder if $responder && $$ == $main_pid; }
 
 sub write_conf {
-    my ($on, $n, $cache) = @_;
+    my ($on, $n, $cache, $extra) = @_;
     $n //= $N;
     $cache = $cache ? "ResilientStaplingCache $cache\n" : '';
+    $cache .= $extra // '';
     my $conf = RSTest::server_conf_head($root, $sport)
              . "ResilientStapling $on\nResilientStaplingStore $root/store\n$cache"
              . "<Location /rs-status>\n SetHandler resilient-stapling-status\n</Location>\n";
@@ -127,6 +128,54 @@ for my $round (1 .. 2) {   # two children: twice each name
 printf "# configured shmcb (unused): %d of %d handshakes stapled\n", $small_ok, 2 * $n;
 ok($small_ok == 2 * $n);
 ok(RSTest::slurp($log) !~ /\[resilient_stapling:error\]/);
+stop();
+
+# --- a parent that falls behind the startup helper (here: stopped for 1.2 s
+# while the helper fetches, with a 1 s ResilientStaplingStartupWait): what
+# the helper fetched before the bound is still installed, so the children
+# fetch again only what was cut in flight. The parent used to stop reading
+# the helper's pipe at the bound, and every round waiting in it was made
+# again (1,014 rounds for 1,000 certificates under two CPU hogs).
+sub httpd_procs {   # pid => ppid of this server's httpd processes
+    my %p;
+    for my $d (glob '/proc/[0-9]*') {
+        my $cmd = eval { RSTest::slurp("$d/cmdline") } // next;
+        next if index($cmd, "$root/httpd.conf") < 0;
+        my $stat = eval { RSTest::slurp("$d/stat") } // next;
+        $p{$1} = $2 if $stat =~ /^(\d+) \(.*\) \S+ (\d+)/;
+    }
+    return %p;
+}
+remove_tree("$root/store");
+write_conf('on', $N, undef, "ResilientStaplingStartupWait 1\n");
+truncate $log, 0;
+my $t_cut = time;
+system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'start') == 0 or die "httpd failed\n";
+my $stopped;
+# the helper is the httpd whose parent is one (no child exists before it)
+RSTest::wait_for(sub {
+    my %p = httpd_procs();
+    my ($helper) = grep { exists $p{ $p{$_} } } keys %p;
+    return 0 unless $helper;
+    $stopped = $p{$helper};
+    kill 'STOP', $stopped;
+}, 60, 0.01);
+sleep 1.2;
+kill 'CONT', $stopped if $stopped;
+RSTest::wait_for(sub { RSTest::slurp($log) =~ /resuming normal operations/ }, 120, 0.05)
+    or die "httpd $root did not come up\n";
+my $cut_all = RSTest::wait_for(sub {
+    my $c = () = RSTest::slurp($log) =~ /RS0201: /g; $c >= $N }, 90, 0.25);
+my $cut_rounds = 0;
+for my $i (0 .. $N - 1) {
+    my $r = JSON::PP::decode_json(RSTest::http_get($rport, sprintf('/_ctl/log?name=s%04d', $i)));
+    $cut_rounds += grep { $_->{t} >= $t_cut && ($_->{method} // 'GET') eq 'GET' } @$r;
+}
+my ($cut_line) = RSTest::slurp($log) =~ /(RS0016: .*)/;
+ok($stopped && $cut_all);
+ok($cut_rounds >= $N && $cut_rounds <= $N + 8)
+    or warn "# startup wait 1 s: $cut_rounds rounds for $N certificates; $cut_line\n";
+printf "# startup wait 1 s: %d rounds for %d certificates; %s\n", $cut_rounds, $N, $cut_line // '';
 stop();
 
 printf "# %d certificates: startup %.2f s with the module, %.2f s without (+%.2f s)\n",
