@@ -111,22 +111,29 @@ static const unsigned char *der_of(const rs_ocsp_result_t *res, apr_size_t *len)
     return d;
 }
 
-/* A child's fetch round that brought res (one GET), offered as it ends. */
-static rs_outcome_t fetched(int index, apr_uint64_t owner, int slot, apr_time_t now,
-                            rs_ocsp_result_t res, rs_attempt_t *attempt)
+static rs_offer_t offer_of(rs_origin_e origin, int index, apr_uint64_t owner, int slot,
+                           apr_time_t now)
 {
     rs_offer_t o;
-    rs_outcome_t out;
     memset(&o, 0, sizeof(o));
-    memset(attempt, 0, sizeof(*attempt));
-    attempt->method = RS_METHOD_GET;
-    attempt->result = rs_verdict_is_valid(res.verdict) ? RS_RESULT_OK : RS_RESULT_TRANSPORT;
-    attempt->res = res;
-    o.origin = RS_ORIGIN_FETCHED;
+    o.origin = origin;
     o.index = index;
     o.owner = owner;
     o.slot = slot;
     o.now = now;
+    return o;
+}
+
+/* A child's fetch round that brought res (one GET), offered as it ends. */
+static rs_outcome_t fetched(int index, apr_uint64_t owner, int slot, apr_time_t now,
+                            rs_ocsp_result_t res, rs_attempt_t *attempt)
+{
+    rs_offer_t o = offer_of(RS_ORIGIN_FETCHED, index, owner, slot, now);
+    rs_outcome_t out;
+    memset(attempt, 0, sizeof(*attempt));
+    attempt->method = RS_METHOD_GET;
+    attempt->result = rs_verdict_is_valid(res.verdict) ? RS_RESULT_OK : RS_RESULT_TRANSPORT;
+    attempt->res = res;
     o.res = res;
     if (rs_verdict_is_valid(res.verdict))
         o.der = der_of(&res, &o.len);
@@ -140,14 +147,8 @@ static rs_outcome_t fetched(int index, apr_uint64_t owner, int slot, apr_time_t 
 static rs_outcome_t adopted(int index, apr_uint64_t owner, int slot, apr_time_t now,
                             rs_ocsp_result_t res)
 {
-    rs_offer_t o;
+    rs_offer_t o = offer_of(RS_ORIGIN_ADOPTED, index, owner, slot, now);
     rs_outcome_t out;
-    memset(&o, 0, sizeof(o));
-    o.origin = RS_ORIGIN_ADOPTED;
-    o.index = index;
-    o.owner = owner;
-    o.slot = slot;
-    o.now = now;
     o.res = res;
     o.der = der_of(&res, &o.len);
     assert_int_equal(rs_shared_offer(fx.sh, &o, &out), APR_SUCCESS);
@@ -157,13 +158,8 @@ static rs_outcome_t adopted(int index, apr_uint64_t owner, int slot, apr_time_t 
 static rs_outcome_t restored(int index, apr_time_t now, const rs_ocsp_result_t *res,
                              const rs_state_t *stored)
 {
-    rs_offer_t o;
+    rs_offer_t o = offer_of(RS_ORIGIN_RESTORED, index, 0, -1, now);
     rs_outcome_t out;
-    memset(&o, 0, sizeof(o));
-    o.origin = RS_ORIGIN_RESTORED;
-    o.index = index;
-    o.slot = -1;
-    o.now = now;
     o.stored = stored;
     if (res) {
         o.res = *res;
@@ -449,9 +445,7 @@ static void test_failure_no_room_and_lock(void **state)
     fx.no_room = 0;
 
     fx.lock_fails = 1;
-    memset(&o, 0, sizeof(o));
-    o.origin = RS_ORIGIN_ADOPTED;
-    o.slot = -1;
+    o = offer_of(RS_ORIGIN_ADOPTED, 0, CHILD_B, -1, now);
     o.res = newer;
     o.der = der_of(&newer, &o.len);
     assert_int_not_equal(rs_shared_offer(fx.sh, &o, &out), APR_SUCCESS);
