@@ -24,7 +24,7 @@ extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 
 #define RS_MUTEX_TYPE "resilient-stapling"
 
-/* What an admin gets without configuring anything (DESIGN.md section 4). */
+/* What an admin gets without configuring anything (docs/DESIGN.md section 4). */
 #define RS_DEFAULT_RENEW_WINDOW_PCT 50
 #define RS_DEFAULT_TIMEOUT apr_time_from_sec(10)
 #define RS_DEFAULT_RETRY_MIN apr_time_from_sec(60)

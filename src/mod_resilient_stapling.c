@@ -328,10 +328,10 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
-/* The handshake path (DESIGN.md rule 1): a hash lookup and a bounded copy
- * out of shared memory, without any lock (rs_shm_staple.c). Returning OK
- * for our certificates even when there is nothing to staple keeps mod_ssl
- * from fetching in the handshake. */
+/* The handshake path (docs/DESIGN.md section 2, rule 1): a hash lookup and
+ * a bounded copy out of shared memory, without any lock (rs_shm_staple.c).
+ * Returning OK for our certificates even when there is nothing to staple
+ * keeps mod_ssl from fetching in the handshake. */
 static int rs_ocsp_get_resp(server_rec *s, conn_rec *c, const char *id, apr_size_t id_len,
                             ap_ssl_ocsp_copy_resp *cb, void *userdata)
 {
