@@ -12,8 +12,9 @@
  * the store) are serialised by the caller (rs_shared_offer, under the
  * global mutex). Readers never lock: a per-slot sequence counter tells
  * them whether what they copied is one whole response (see rs_shm_staple.c
- * for the protocol and why a torn copy is never handed on). Expiry is checked on every serve, so an expired
- * response is never stapled even if the refresher is stuck.
+ * for the protocol and why a torn copy is never handed on). Expiry is
+ * checked on every serve, so an expired response is never stapled even if
+ * the refresher is stuck.
  *
  * No httpd types: unit-tested (test/unit_shm_staple.c, also under TSan).
  */

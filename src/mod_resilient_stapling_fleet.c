@@ -232,8 +232,9 @@ static void key_of(unsigned char key[RS_KEY_LEN], char kind, const rs_entry_t *e
 }
 
 /* One bounded call; a failure (timeout included) marks the cache down. */
-static apr_status_t call(rs_fleet_t *f, rs_fleet_io_op_e op, char kind, const rs_entry_t *e, unsigned char *value, apr_size_t *len,
-                         apr_size_t cap, apr_time_t expiry)
+static apr_status_t call(rs_fleet_t *f, rs_fleet_io_op_e op, char kind, const rs_entry_t *e,
+                         unsigned char *value, apr_size_t *len, apr_size_t cap,
+                         apr_time_t expiry)
 {
     unsigned char key[RS_KEY_LEN];
     apr_status_t rv;

@@ -85,7 +85,6 @@ static void log_invalid(rs_fleet_client_t *c, rs_entry_t *e, const char *code, c
                  e->cert->subject, kind, desc, rs_verdict_name(res->verdict), res->detail);
 }
 
-
 /* A verified response another server stored in the fleet cache becomes
  * this server's, as if this server had fetched it: shared memory (every
  * child staples it), shared state, store. Releases this child's lease and slot

@@ -123,7 +123,8 @@ static rs_fetch_ctx_t *bound_enter(BIO *b)
     BIO_clear_retry_flags(b);
     if (!BIO_next(b) || !f)
         return NULL;
-    if (f->cut != APR_SUCCESS || (f->cut = rs_fetch_check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
+    if (f->cut != APR_SUCCESS
+        || (f->cut = rs_fetch_check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
         return NULL;
     return f;
 }
