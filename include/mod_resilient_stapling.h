@@ -11,19 +11,20 @@
 #include <apr_global_mutex.h>
 #include <apr_hash.h>
 #include <apr_shm.h>
+#include <apr_thread_pool.h>
 
 #include "rs_metrics.h"
 #include "rs_fetch.h"
 #include "rs_ocsp.h"
 #include "rs_sched.h"
-#include "rs_due.h"
+#include "rs_shared.h"
 #include "rs_shm_staple.h"
 
 extern module AP_MODULE_DECLARE_DATA resilient_stapling_module;
 
 #define RS_MUTEX_TYPE "resilient-stapling"
 
-/* What an admin gets without configuring anything (DESIGN.md section 4). */
+/* What an admin gets without configuring anything (docs/DESIGN.md section 4). */
 #define RS_DEFAULT_RENEW_WINDOW_PCT 50
 #define RS_DEFAULT_TIMEOUT apr_time_from_sec(10)
 #define RS_DEFAULT_RETRY_MIN apr_time_from_sec(60)
@@ -69,39 +70,8 @@ typedef struct {
     apr_size_t req_len;
     /* Read-only in the children: a child that wrote here would copy the
      * pages of the whole registry (copy-on-write). What a child changes
-     * lives in its refresher, what the server shares in rs_shared_t. */
+     * lives in its refresher, what the server shares in rs_shared.h. */
 } rs_entry_t;
-
-/* What the children of one server change often lives in a shared memory
- * segment (anonymous, one per configuration generation), used under the
- * global mutex unless marked atomic. The same segment holds the due-time
- * heap (rs_due.h) and the responses themselves (rs_shm_staple.h). */
-typedef struct {
-    apr_uint32_t present;            /* st was written */
-    apr_uint32_t fleet_bad[2];       /* digest of the bad fleet response [0] / lease [1]
-                                        last logged (rs_fleet_note_bad); atomic */
-    rs_state_t st;
-    apr_time_t forced_at;            /* last refresh an admin asked for; mutex */
-} rs_shared_entry_t;
-
-typedef struct {
-    /* The child that schedules for the server (the refresher's leader):
-     * its lease token, and until when it holds the role unless it renews
-     * it. Written under the mutex; leader_until and leader also read
-     * without it (atomic) by the children that are not leading. */
-    apr_uint64_t leader;
-    apr_time_t leader_until;
-    apr_uint32_t fleet_down;         /* the fleet cache failed; atomic, logged once */
-    apr_uint32_t fleet_seen;         /* fleet generation scanned last; atomic */
-    apr_uint32_t fleet_bogus_lease;  /* a lease that is not plausible was logged; atomic */
-    apr_time_t fleet_back_at;        /* when it was found back; mutex */
-    apr_time_t fleet_next_audit;     /* when the next full comparison is due; mutex */
-    apr_uint32_t store_failing;      /* the last store write or probe failed; mutex */
-    char store_error[RS_ERR_LEN];    /* why, for the status page; mutex */
-    rs_hist_t fetch_hist;            /* fetch durations, for the metrics; mutex */
-    rs_slots_t slots;
-    rs_shared_entry_t entry[];       /* by rs_entry_t.index */
-} rs_shared_t;
 
 /* Everything of one configuration generation. Lives in pconf: modules are
  * unloaded on restart, so nothing here outlives it. */
@@ -115,12 +85,10 @@ typedef struct {
     const ap_socache_provider_t *fleet;  /* memcache/redis shared by a fleet, or NULL */
     ap_socache_instance_t *fleet_inst;
     const char *fleet_desc;
-    struct rs_fleet_t *fleet_child;  /* this child's side of it (set in the child) */
     apr_global_mutex_t *mutex;
     apr_shm_t *shm;
-    rs_shared_t *shared;             /* in shm: state */
-    rs_due_t *due;                   /* in shm: when each certificate is due */
-    rs_shm_staple_t *staples;        /* in shm: the responses handshakes read */
+    rs_shared_t *shared;             /* the segment: every certificate's record */
+    rs_shm_staple_t *staples;        /* in it: the responses handshakes read */
     /* the main server's configuration with defaults applied */
     rs_sched_conf_t sched;
     apr_interval_time_t timeout;
@@ -144,30 +112,10 @@ typedef struct {
     int must_staple;
 } rs_skipped_t;
 
-/* mod_resilient_stapling_cache.c: the shared memory (responses, state,
- * due times) and the persistent store. The record functions are called
- * with the global mutex held. */
-int rs_cache_create(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
-                    apr_pool_t *ptemp, server_rec *s);
-/* create + init of one socache instance, errors logged (RS0002, RS0003) */
-int rs_socache_open(const ap_socache_provider_t *provider, const char *name, const char *args,
-                    const char *ns, ap_socache_instance_t **inst, const char **desc,
-                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
-int rs_shared_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
-/* A certificate's scheduling state in shared memory: 1 if it was ever
- * written (otherwise *st is a fresh one). */
-int rs_shared_state_get(rs_registry_t *reg, const rs_entry_t *e, rs_state_t *st);
-/* ... and written back: also sets when it is next due (rs_due.h). */
-void rs_shared_state_put(rs_registry_t *reg, const rs_entry_t *e, const rs_state_t *st);
-/* A verified response becomes the one every child staples (res: its
- * times and verdict). APR_ENOSPC: no room left in the shared memory. */
-apr_status_t rs_shared_resp_put(rs_registry_t *reg, const rs_entry_t *e,
-                                const unsigned char *der, apr_size_t len,
-                                const rs_ocsp_result_t *res);
-/* An admin asked for a fetch now (status page): 1 if it is due now, 0 if
- * one was asked for less than min_interval ago. Takes the global mutex. */
-int rs_shared_force(rs_registry_t *reg, const rs_entry_t *e, apr_time_t now,
-                    apr_interval_time_t min_interval);
+/* mod_resilient_stapling_cache.c: the shared memory segment (rs_shared.h)
+ * and the persistent store. */
+/* The segment of this generation, with the global mutex as its lock. */
+int rs_segment_create(rs_registry_t *reg, apr_pool_t *pconf, server_rec *s);
 
 /* ... and the persistent store: read back at startup (parent, before any
  * child), written by the child that fetched (no lock held). */
@@ -190,37 +138,69 @@ int rs_store_health(rs_registry_t *reg, char *err, apr_size_t errlen);
  * per server), and calls fail at once while it is down (except the
  * probe); rs_fleet_get returns APR_NOTFOUND for a missing record and
  * APR_ENOSPC for one larger than cap (bad content, the cache works). */
-typedef struct rs_fleet_t rs_fleet_t;
-int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
-                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
-/* In the child, before any of its threads calls the cache. */
-void rs_fleet_child_init(rs_registry_t *reg, server_rec *s);
+typedef struct rs_fleet_t rs_fleet_t;  /* one child's calls of the fleet cache */
+/* post_config chose the fleet's provider: its instance, errors logged
+ * (RS0002, RS0003). */
+int rs_fleet_create(rs_registry_t *reg, const ap_socache_provider_t *provider, const char *name,
+                    const char *args, apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+/* In the child, before any of its threads calls the cache: this child's
+ * side of it (its I/O thread). */
+rs_fleet_t *rs_fleet_child_init(rs_registry_t *reg, server_rec *s);
 /* The child exits: calls fail at once (APR_EOF), none is waited for. */
-void rs_fleet_stop(rs_registry_t *reg);
-int rs_fleet_down(rs_registry_t *reg);        /* for this child: do not call it */
+void rs_fleet_stop(rs_fleet_t *f);
+int rs_fleet_down(rs_fleet_t *f);             /* for this child: do not call it */
 int rs_fleet_server_down(rs_registry_t *reg); /* as logged for the server */
-apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          unsigned char *buf, apr_size_t cap, apr_size_t *plen);
-apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+apr_status_t rs_fleet_get(rs_fleet_t *f, char kind, const rs_entry_t *e, unsigned char *buf,
+                          apr_size_t cap, apr_size_t *plen);
+apr_status_t rs_fleet_put(rs_fleet_t *f, char kind, const rs_entry_t *e,
                           const unsigned char *data, apr_size_t len, apr_time_t expiry);
-void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e);
+void rs_fleet_remove(rs_fleet_t *f, char kind, const rs_entry_t *e);
 /* The fleet's generation: 0 if none; a new one after a response changed. */
-apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen);
-void rs_fleet_bump(rs_registry_t *reg, server_rec *s);
+apr_status_t rs_fleet_generation(rs_fleet_t *f, apr_uint32_t *gen);
+void rs_fleet_bump(rs_fleet_t *f);
 /* Is a fleet cache that failed usable again? A write read back. */
-apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s);
+apr_status_t rs_fleet_probe(rs_fleet_t *f);
 /* 1 if this child should probe the fleet cache it found down (every 5 s,
  * never while a call of this child still hangs). */
-int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now);
+int rs_fleet_claim_probe(rs_fleet_t *f, apr_time_t now);
 /* A probe worked: this child calls the cache again; the first child of the
  * server to get here logs it (RS0602) and has everything compared. */
-void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s);
+void rs_fleet_rejoin(rs_fleet_t *f);
 /* A bad record (kind RS_KEY_RESPONSE or RS_KEY_LEASE) of e in the fleet
  * cache, by digest: 1 if the server has not logged this one yet, so that it
  * is logged once per key and change, not at every read. */
 int rs_fleet_note_bad(rs_registry_t *reg, const rs_entry_t *e, char kind, apr_uint32_t digest);
 /* 1 the first time a lease that is not plausible is found on this server. */
 int rs_fleet_note_bogus_lease(rs_registry_t *reg);
+
+/* mod_resilient_stapling_fleet_client.c: this child's steps with the fleet
+ * (the refresher's side of it; made in the child, used by its threads). */
+typedef struct rs_fleet_client_t rs_fleet_client_t;
+rs_fleet_client_t *rs_fleet_client_make(rs_registry_t *reg, server_rec *s, apr_uint64_t owner,
+                                        rs_cancel_fn *stopping, void *baton, apr_pool_t *pool);
+/* The child stops: no fleet call is waited for (rs_fleet_stop). */
+void rs_fleet_client_stop(rs_fleet_client_t *c);
+/* Before fetching a due certificate (lease and fetch slot held): take the
+ * fleet's newer response, wait while another server fetches, or take the
+ * fleet lease (rs_fleet_lease.h). RS_FLEET_FETCH: fetch (also whenever the
+ * fleet cache fails: the server fends for itself); otherwise lease and
+ * slot are given back and *until is when to look again. */
+rs_fleet_action_e rs_fleet_before_fetch(rs_fleet_client_t *c, rs_entry_t *e, int slot,
+                                        apr_time_t *until, apr_pool_t *p);
+/* After this server fetched: publish what became the server's response, or
+ * hold the fleet lease a while after a failure. */
+void rs_fleet_after_fetch(rs_fleet_client_t *c, rs_entry_t *e, int published,
+                          const unsigned char *der, apr_size_t len, apr_time_t next_update,
+                          int failed, apr_time_t retry_at);
+/* The leader's poll of the fleet's generation (queued on workers, one at a
+ * time), and when the scheduler has to wake for the next one. */
+void rs_fleet_tick(rs_fleet_client_t *c, apr_thread_pool_t *workers, apr_time_t now);
+apr_time_t rs_fleet_wake(const rs_fleet_client_t *c, apr_time_t now, apr_time_t wake);
+
+/* mod_resilient_stapling.c: "2026-11-30 06:00:00 UTC" ("never" for 0), in p */
+const char *rs_fmt_time(apr_pool_t *p, apr_time_t t);
+/* uniform in [-1, 1]: each child's own spread of its renewals */
+double rs_jitter(void);
 
 /* mod_resilient_stapling.c: a pool for the module's own threads (the
  * refresher, its workers, the notifier), below pchild but with an allocator
@@ -256,6 +236,8 @@ apr_status_t rs_refresher_start(rs_registry_t *reg, apr_pool_t *pchild, server_r
 /* mod_resilient_stapling_status.c */
 int rs_status_handler(request_rec *r);
 int rs_status_hook(request_rec *r, int flags);
+/* mod_resilient_stapling_status_refresh.c: POST ?refresh=<id>|all */
+int rs_status_refresh(request_rec *r, rs_registry_t *reg, apr_time_t now);
 extern rs_registry_t *rs_current_registry(void);
 
 #endif

@@ -85,8 +85,8 @@ apr_status_t rs_cert_make(rs_cert_t **pcert, apr_pool_t *p, X509 *leaf, X509 *is
 apr_status_t rs_ocsp_request_der(const rs_cert_t *cert, apr_pool_t *p,
                                  unsigned char **pder, apr_size_t *plen);
 
-/* The single validation rule for a response (DESIGN.md section 2, rules 4-6):
- * fills result; result->verdict is GOOD or REVOKED only if the response is
+/* The single validation rule for a response (docs/DESIGN.md section 2,
+ * rules 4-6): fills result; result->verdict is GOOD or REVOKED only if the response is
  * successful, basic, signed by the issuer or a responder it delegated to,
  * about this certificate, not unknown, thisUpdate <= now + skew and
  * now < nextUpdate. */

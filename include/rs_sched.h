@@ -185,8 +185,9 @@ void rs_slots_release(rs_slots_t *slots, int index, apr_uint64_t owner);
 /* Which responder a URL goes to (scheme, host and port), as a small key. */
 apr_uint32_t rs_responder_key(const char *url);
 
-/* Never replace good with bad, nor newer with older (DESIGN.md rule 4):
- * may a verified candidate replace what is stored? Never the same response
+/* Never replace good with bad, nor newer with older (docs/DESIGN.md
+ * section 2, rule 4): may a verified candidate replace what is stored? It
+ * is applied to every origin by rs_shared_offer. Never the same response
  * (same thisUpdate and nextUpdate) again, expired or not: nothing changes,
  * and callers that log or republish what they replace would do it forever. */
 int rs_sched_should_replace(apr_time_t stored_this, apr_time_t stored_next,

@@ -1,18 +1,20 @@
 /* rs_shm_staple.h: the responses a server staples, once, in shared memory.
  *
- * This is all a handshake touches (DESIGN.md rule 1): a bounded, lock-free
- * copy out of a segment every child maps; no lock of any kind, no network,
- * no disk. One slot per certificate says where its response lies in an
- * arena of 128-byte blocks; a response takes as many contiguous blocks as
- * it needs (0.5-3 KiB typically, up to RS_MAX_RESPONSE_LEN), so the memory
- * touched follows the responses held, not a fixed maximum per slot.
+ * This is all a handshake touches (docs/DESIGN.md section 2, rule 1): a
+ * bounded, lock-free copy out of a segment every child maps; no lock of any
+ * kind, no network, no disk. One slot per certificate says where its
+ * response lies in an arena of 128-byte blocks; a response takes as many
+ * contiguous blocks as it needs (0.5-3 KiB typically, up to
+ * RS_MAX_RESPONSE_LEN), so the memory touched follows the responses held,
+ * not a fixed maximum per slot.
  *
  * Writers (the refresher threads of all children, and the parent restoring
- * the store) are serialised by the caller (the global mutex). Readers never
- * lock: a per-slot sequence counter tells them whether what they copied is
- * one whole response (see rs_shm_staple.c for the protocol and why a torn
- * copy is never handed on). Expiry is checked on every serve, so an expired
- * response is never stapled even if the refresher is stuck.
+ * the store) are serialised by the caller (rs_shared_offer, under the
+ * global mutex). Readers never lock: a per-slot sequence counter tells
+ * them whether what they copied is one whole response (see rs_shm_staple.c
+ * for the protocol and why a torn copy is never handed on). Expiry is
+ * checked on every serve, so an expired response is never stapled even if
+ * the refresher is stuck.
  *
  * No httpd types: unit-tested (test/unit_shm_staple.c, also under TSan).
  */

@@ -184,6 +184,36 @@ static void resolve_conf(rs_registry_t *reg, const rs_srv_conf_t *g)
         reg->store_dir = instance_store(reg->pool, ap_server_root_relative(reg->pool, g->store));
 }
 
+/* ResilientStaplingCache: the children share responses in shared memory
+ * whatever is configured; only a cache other servers can reach (memcache,
+ * redis) is used, as the fleet's. */
+static int choose_cache(rs_registry_t *reg, const rs_srv_conf_t *g, apr_pool_t *pconf,
+                        apr_pool_t *ptemp, server_rec *s)
+{
+    const char *name = g->cache_provider;
+    const ap_socache_provider_t *provider;
+
+    if (!name)
+        return OK;
+    provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name, AP_SOCACHE_PROVIDER_VERSION);
+    if (!provider) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "RS0001: ResilientStaplingCache: provider '%s' is not available "
+                     "(LoadModule socache_%s_module?)", name, name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* memcache, redis: a cache other servers can share */
+    if (!(provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE))
+        return rs_fleet_create(reg, provider, name, g->cache_args, pconf, ptemp, s);
+    /* shmcb, dbm...: what they did, the shared memory does */
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                 "RS0012: ResilientStaplingCache %s%s%s is not needed and not used: the "
+                 "children of this server share the responses in shared memory sized for "
+                 "the certificates", name, g->cache_args ? ":" : "",
+                 g->cache_args ? g->cache_args : "");
+    return OK;
+}
+
 static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                           server_rec *s)
 {
@@ -202,7 +232,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      "RS0010: no certificates to staple in this configuration");
         return OK;
     }
-    if ((rc = rs_cache_create(registry, srv_conf(s), pconf, ptemp, s)) != OK)
+    if ((rc = choose_cache(registry, srv_conf(s), pconf, ptemp, s)) != OK)
         return rc;
     rv = ap_global_mutex_create(&registry->mutex, NULL, RS_MUTEX_TYPE, NULL, s, pconf, 0);
     if (rv != APR_SUCCESS) {
@@ -210,7 +240,7 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                      "RS0005: cannot create the %s mutex", RS_MUTEX_TYPE);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if ((rc = rs_shared_create(registry, pconf, s)) != OK)
+    if ((rc = rs_segment_create(registry, pconf, s)) != OK)
         return rc;
     /* before any child: the first handshake after a restart finds them */
     if ((rc = rs_store_restore(registry, s, ptemp)) != OK)
@@ -224,6 +254,25 @@ static int rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                  registry->fleet ? registry->fleet_desc : "",
                  registry->store_dir ? registry->store_dir : "none");
     return OK;
+}
+
+const char *rs_fmt_time(apr_pool_t *p, apr_time_t t)
+{
+    apr_time_exp_t x;
+    char buf[32];
+    apr_size_t len;
+    if (t == 0)
+        return "never";
+    apr_time_exp_gmt(&x, t);
+    apr_strftime(buf, &len, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &x);
+    return apr_pstrdup(p, buf);
+}
+
+double rs_jitter(void)
+{
+    apr_uint32_t v = 0;
+    apr_generate_random_bytes((unsigned char *)&v, sizeof(v));
+    return (double)v / 4294967295.0 * 2.0 - 1.0;
 }
 
 apr_status_t rs_thread_pool_create(apr_pool_t **pp, apr_pool_t *pchild)
@@ -279,10 +328,10 @@ static void rs_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
-/* The handshake path (DESIGN.md rule 1): a hash lookup and a bounded copy
- * out of shared memory, without any lock (rs_shm_staple.c). Returning OK
- * for our certificates even when there is nothing to staple keeps mod_ssl
- * from fetching in the handshake. */
+/* The handshake path (docs/DESIGN.md section 2, rule 1): a hash lookup and
+ * a bounded copy out of shared memory, without any lock (rs_shm_staple.c).
+ * Returning OK for our certificates even when there is nothing to staple
+ * keeps mod_ssl from fetching in the handshake. */
 static int rs_ocsp_get_resp(server_rec *s, conn_rec *c, const char *id, apr_size_t id_len,
                             ap_ssl_ocsp_copy_resp *cb, void *userdata)
 {

@@ -2,10 +2,11 @@
  *
  * With ResilientStaplingCache memcache:... or redis:... several httpd
  * servers share verified responses, fetch leases and a generation record
- * that changes with every new response. Each server keeps its own shmcb for
- * its children, so a fleet cache that is down, slow or flushed costs the
- * fleet its sharing, never a server its staples: the server falls back to
- * fetching for itself, and puts its responses back when the cache returns.
+ * that changes with every new response. Each server keeps its responses in
+ * its own shared memory (rs_shared.h), so a fleet cache that is down, slow
+ * or flushed costs the fleet its sharing, never a server its staples: the
+ * server falls back to fetching for itself, and puts its responses back
+ * when the cache returns (mod_resilient_stapling_fleet_client.c).
  *
  * The providers log their own errors (one line per failed call); this file
  * logs the change of state once per server and stops calling a cache that
@@ -47,14 +48,41 @@ struct rs_fleet_t {
     apr_uint32_t next_probe_sec; /* when to try it again; atomic */
 };
 
-int rs_fleet_create(rs_registry_t *reg, const char *name, const char *args,
-                    apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+static int socache_open(const ap_socache_provider_t *provider, const char *name, const char *args,
+                       const char *ns, ap_socache_instance_t **inst, const char **desc,
+                       apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
 {
-    reg->fleet = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
-                                    AP_SOCACHE_PROVIDER_VERSION);
+    struct ap_socache_hints hints;
+    const char *err;
+    apr_status_t rv;
+
+    *desc = apr_pstrcat(pconf, name, args ? ":" : "", args ? args : "", NULL);
+    if ((err = provider->create(inst, args, ptemp, pconf)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "RS0002: ResilientStaplingCache %s: %s",
+                     *desc, err);
+        *inst = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.avg_id_len = RS_KEY_LEN;
+    hints.avg_obj_size = 1024; /* responses ~0.5-3 KiB */
+    hints.expiry_interval = apr_time_from_sec(3600);
+    if ((rv = provider->init(*inst, ns, &hints, s, pconf)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                     "RS0003: ResilientStaplingCache %s: cannot initialise the cache", *desc);
+        *inst = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+int rs_fleet_create(rs_registry_t *reg, const ap_socache_provider_t *provider, const char *name,
+                    const char *args, apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+{
+    reg->fleet = provider;
     /* a short namespace: memcache prefixes every key with it */
-    return rs_socache_open(reg->fleet, name, args, "rs-ocsp", &reg->fleet_inst,
-                           &reg->fleet_desc, pconf, ptemp, s);
+    return socache_open(provider, name, args, "rs-ocsp", &reg->fleet_inst, &reg->fleet_desc,
+                        pconf, ptemp, s);
 }
 
 /* Runs on the fleet I/O thread, the only thread that calls the provider. */
@@ -94,8 +122,11 @@ static apr_status_t io_call(void *baton, rs_fleet_io_call_t *c, apr_pool_t *p)
     return rv;
 }
 
-void rs_fleet_child_init(rs_registry_t *reg, server_rec *s)
+rs_fleet_t *rs_fleet_child_init(rs_registry_t *reg, server_rec *s)
 {
+    /* from pconf, which a child never destroys: the I/O thread is never
+     * joined, and a call that hangs when the child stops still reads f
+     * (its server, the provider) once the cache answers */
     rs_fleet_t *f = apr_pcalloc(reg->pool, sizeof(*f));
     apr_status_t rv;
 
@@ -111,13 +142,13 @@ void rs_fleet_child_init(rs_registry_t *reg, server_rec *s)
                      "itself");
     else
         f->down = 0;
-    reg->fleet_child = f;
+    return f;
 }
 
-void rs_fleet_stop(rs_registry_t *reg)
+void rs_fleet_stop(rs_fleet_t *f)
 {
-    if (reg->fleet_child && reg->fleet_child->io)
-        rs_fleet_io_stop(reg->fleet_child->io);
+    if (f->io)
+        rs_fleet_io_stop(f->io);
 }
 
 /* Whether a child calls the cache is decided per child: the client
@@ -125,19 +156,19 @@ void rs_fleet_stop(rs_registry_t *reg)
  * every 5 s), so one child may reach the cache while another cannot yet.
  * What is logged is the server's state: the first child to fail logs
  * RS0601, the first to get through again RS0602. */
-int rs_fleet_down(rs_registry_t *reg)
+int rs_fleet_down(rs_fleet_t *f)
 {
-    return !reg->fleet_child || apr_atomic_read32(&reg->fleet_child->down) != 0;
+    return apr_atomic_read32(&f->down) != 0;
 }
 
 int rs_fleet_server_down(rs_registry_t *reg)
 {
-    return apr_atomic_read32(&reg->shared->fleet_down) != 0;
+    return apr_atomic_read32(&rs_shared_fleet(reg->shared)->down) != 0;
 }
 
-static void mark_down(rs_registry_t *reg, server_rec *s, apr_status_t rv, const char *what)
+static void mark_down(rs_fleet_t *f, apr_status_t rv, const char *what)
 {
-    rs_fleet_t *f = reg->fleet_child;
+    rs_registry_t *reg = f->reg;
     apr_time_t now = apr_time_now();
     int fresh = 0;
 
@@ -146,40 +177,36 @@ static void mark_down(rs_registry_t *reg, server_rec *s, apr_status_t rv, const 
     apr_atomic_set32(&f->next_probe_sec, (apr_uint32_t)apr_time_sec(now + FLEET_PROBE));
     /* right after another child found it back, this child's library may
      * not have looked again yet: not a change of the server's state */
-    if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
-        fresh = now - reg->shared->fleet_back_at < FLEET_BACK_GRACE;
-        apr_global_mutex_unlock(reg->mutex);
-    }
-    if (fresh || apr_atomic_cas32(&reg->shared->fleet_down, 1, 0) != 0)
+    fresh = rs_shared_fleet_back_lately(reg->shared, now, FLEET_BACK_GRACE);
+    if (fresh || apr_atomic_cas32(&rs_shared_fleet(reg->shared)->down, 1, 0) != 0)
         return;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+    ap_log_error(APLOG_MARK, APLOG_WARNING, rv, f->s,
                  "RS0601: the fleet cache %s is not usable (%s): this server staples what it "
                  "has and fetches for itself until the cache is back", reg->fleet_desc, what);
 }
 
-void rs_fleet_rejoin(rs_registry_t *reg, server_rec *s)
+void rs_fleet_rejoin(rs_fleet_t *f)
 {
-    apr_atomic_set32(&reg->fleet_child->down, 0);
-    if (apr_atomic_cas32(&reg->shared->fleet_down, 0, 1) != 1)
+    rs_registry_t *reg = f->reg;
+    rs_shared_fleet_t *sf = rs_shared_fleet(reg->shared);
+
+    apr_atomic_set32(&f->down, 0);
+    if (apr_atomic_cas32(&sf->down, 0, 1) != 1)
         return;
-    if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
-        reg->shared->fleet_back_at = apr_time_now();
-        apr_global_mutex_unlock(reg->mutex);
-    }
+    rs_shared_fleet_back(reg->shared, apr_time_now());
     /* the cache may have been flushed or restarted: compare everything */
-    apr_atomic_set32(&reg->shared->fleet_seen, 0xffffffffu);
-    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+    apr_atomic_set32(&sf->seen, 0xffffffffu);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, f->s,
                  "RS0602: the fleet cache %s is back: sharing responses with the fleet again",
                  reg->fleet_desc);
 }
 
-int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now)
+int rs_fleet_claim_probe(rs_fleet_t *f, apr_time_t now)
 {
-    rs_fleet_t *f = reg->fleet_child;
     apr_uint32_t at;
 
     /* never while a call of this child hangs: the probe would fail at once */
-    if (!f || !f->io || rs_fleet_io_hung(f->io))
+    if (!f->io || rs_fleet_io_hung(f->io))
         return 0;
     at = apr_atomic_read32(&f->next_probe_sec);
     if ((apr_uint32_t)apr_time_sec(now) < at)
@@ -190,13 +217,12 @@ int rs_fleet_claim_probe(rs_registry_t *reg, apr_time_t now)
 
 int rs_fleet_note_bad(rs_registry_t *reg, const rs_entry_t *e, char kind, apr_uint32_t digest)
 {
-    apr_uint32_t *seen = &reg->shared->entry[e->index].fleet_bad[kind == RS_KEY_LEASE];
-    return apr_atomic_xchg32(seen, digest) != digest;
+    return rs_shared_fleet_note(reg->shared, e->index, kind == RS_KEY_LEASE, digest);
 }
 
 int rs_fleet_note_bogus_lease(rs_registry_t *reg)
 {
-    return apr_atomic_xchg32(&reg->shared->fleet_bogus_lease, 1) == 0;
+    return apr_atomic_xchg32(&rs_shared_fleet(reg->shared)->bogus_lease, 1) == 0;
 }
 
 static void key_of(unsigned char key[RS_KEY_LEN], char kind, const rs_entry_t *e)
@@ -206,17 +232,17 @@ static void key_of(unsigned char key[RS_KEY_LEN], char kind, const rs_entry_t *e
 }
 
 /* One bounded call; a failure (timeout included) marks the cache down. */
-static apr_status_t call(rs_registry_t *reg, server_rec *s, rs_fleet_io_op_e op, char kind,
-                         const rs_entry_t *e, unsigned char *value, apr_size_t *len,
-                         apr_size_t cap, apr_time_t expiry)
+static apr_status_t call(rs_fleet_t *f, rs_fleet_io_op_e op, char kind, const rs_entry_t *e,
+                         unsigned char *value, apr_size_t *len, apr_size_t cap,
+                         apr_time_t expiry)
 {
     unsigned char key[RS_KEY_LEN];
     apr_status_t rv;
 
-    if (rs_fleet_down(reg) && kind != RS_KEY_PROBE)
+    if (rs_fleet_down(f) && kind != RS_KEY_PROBE)
         return APR_ECONNREFUSED;
     key_of(key, kind, e);
-    rv = rs_fleet_io_call(reg->fleet_child->io, op, key, sizeof(key), value, len, cap, expiry,
+    rv = rs_fleet_io_call(f->io, op, key, sizeof(key), value, len, cap, expiry,
                           FLEET_CALL_BOUND);
     /* apr_memcache stores with APR_NOTFOUND when it has no live server */
     if (rv == APR_SUCCESS || rv == APR_EOF || op == RS_FLEET_IO_REMOVE
@@ -224,19 +250,19 @@ static apr_status_t call(rs_registry_t *reg, server_rec *s, rs_fleet_io_op_e op,
         return rv;
     if (rv == APR_ENOMEM)
         return APR_ENOSPC; /* a record too large: bad content, the cache works */
-    mark_down(reg, s, rv, rv == APR_TIMEUP ? "no answer within 1.5 s"
+    mark_down(f, rv, rv == APR_TIMEUP ? "no answer within 1.5 s"
                           : op == RS_FLEET_IO_GET ? "read failed" : "write failed");
     return rv;
 }
 
-apr_status_t rs_fleet_get(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
-                          unsigned char *buf, apr_size_t cap, apr_size_t *plen)
+apr_status_t rs_fleet_get(rs_fleet_t *f, char kind, const rs_entry_t *e, unsigned char *buf,
+                          apr_size_t cap, apr_size_t *plen)
 {
     *plen = 0;
-    return call(reg, s, RS_FLEET_IO_GET, kind, e, buf, plen, cap, 0);
+    return call(f, RS_FLEET_IO_GET, kind, e, buf, plen, cap, 0);
 }
 
-apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e,
+apr_status_t rs_fleet_put(rs_fleet_t *f, char kind, const rs_entry_t *e,
                           const unsigned char *data, apr_size_t len, apr_time_t expiry)
 {
     /* memcache wants at least a second: a record about to expire is not worth it */
@@ -245,20 +271,20 @@ apr_status_t rs_fleet_put(rs_registry_t *reg, server_rec *s, char kind, const rs
     /* memcached reads more than 30 days as an absolute time (in 1970) */
     if (expiry - apr_time_now() > MAX_EXPIRY)
         expiry = apr_time_now() + MAX_EXPIRY;
-    return call(reg, s, RS_FLEET_IO_PUT, kind, e, (unsigned char *)data, &len, 0, expiry);
+    return call(f, RS_FLEET_IO_PUT, kind, e, (unsigned char *)data, &len, 0, expiry);
 }
 
-void rs_fleet_remove(rs_registry_t *reg, server_rec *s, char kind, const rs_entry_t *e)
+void rs_fleet_remove(rs_fleet_t *f, char kind, const rs_entry_t *e)
 {
     apr_size_t len = 0;
-    call(reg, s, RS_FLEET_IO_REMOVE, kind, e, NULL, &len, 0, 0);
+    call(f, RS_FLEET_IO_REMOVE, kind, e, NULL, &len, 0, 0);
 }
 
-apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t *gen)
+apr_status_t rs_fleet_generation(rs_fleet_t *f, apr_uint32_t *gen)
 {
     unsigned char buf[8];
     apr_size_t len;
-    apr_status_t rv = rs_fleet_get(reg, s, RS_KEY_GENERATION, NULL, buf, sizeof(buf), &len);
+    apr_status_t rv = rs_fleet_get(f, RS_KEY_GENERATION, NULL, buf, sizeof(buf), &len);
     *gen = 0;
     /* none, or garbage (too large, wrong size): no generation to follow */
     if (rv == APR_NOTFOUND || rv == APR_ENOSPC)
@@ -270,7 +296,7 @@ apr_status_t rs_fleet_generation(rs_registry_t *reg, server_rec *s, apr_uint32_t
     return APR_SUCCESS;
 }
 
-apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s)
+apr_status_t rs_fleet_probe(rs_fleet_t *f)
 {
     unsigned char token[8], back[8];
     apr_size_t len;
@@ -279,19 +305,19 @@ apr_status_t rs_fleet_probe(rs_registry_t *reg, server_rec *s)
      * server is alive, so a read alone would take a dead cache for an
      * empty one. */
     apr_generate_random_bytes(token, sizeof(token));
-    rv = rs_fleet_put(reg, s, RS_KEY_PROBE, NULL, token, sizeof(token),
+    rv = rs_fleet_put(f, RS_KEY_PROBE, NULL, token, sizeof(token),
                       apr_time_now() + apr_time_from_sec(10));
     if (rv == APR_SUCCESS)
-        rv = rs_fleet_get(reg, s, RS_KEY_PROBE, NULL, back, sizeof(back), &len);
+        rv = rs_fleet_get(f, RS_KEY_PROBE, NULL, back, sizeof(back), &len);
     if (rv == APR_SUCCESS && (len != sizeof(back) || memcmp(token, back, len) != 0))
         rv = APR_EGENERAL;
     return rv;
 }
 
-void rs_fleet_bump(rs_registry_t *reg, server_rec *s)
+void rs_fleet_bump(rs_fleet_t *f)
 {
     unsigned char token[8];
     apr_generate_random_bytes(token, sizeof(token));
-    rs_fleet_put(reg, s, RS_KEY_GENERATION, NULL, token, sizeof(token),
+    rs_fleet_put(f, RS_KEY_GENERATION, NULL, token, sizeof(token),
                  apr_time_now() + GENERATION_TTL);
 }

@@ -193,22 +193,16 @@ static void helper_main(rs_registry_t *reg, int *todo, int ntodo, int fd, apr_ti
     _exit(0); /* no pool cleanups: they belong to the parent */
 }
 
-static double no_jitter(void)
-{
-    return 0.0;
-}
-
-/* A round's result, installed as a child's fetch would install it. 1 if a
- * response is now held. */
+/* A round's result, offered as a child's fetch is (rs_shared_offer). 1 if
+ * a response is now held. */
 static int install(rs_registry_t *reg, server_rec *s, const wire_t *w, unsigned char *body,
                    apr_pool_t *p)
 {
     rs_entry_t *e = APR_ARRAY_IDX(reg->entries, w->index, rs_entry_t *);
-    apr_time_t now = apr_time_now();
     rs_attempt_t at[2];
-    rs_ocsp_result_t res;
-    rs_state_t st;
-    int k, last = w->n - 1, held = 0;
+    rs_offer_t o;
+    rs_outcome_t out;
+    int k, last = w->n - 1;
 
     memset(at, 0, sizeof(at));
     for (k = 0; k < w->n; k++) {
@@ -219,40 +213,37 @@ static int install(rs_registry_t *reg, server_rec *s, const wire_t *w, unsigned 
         at[k].res.resp_status = w->a[k].resp_status;
         apr_cpystrn(at[k].res.detail, w->a[k].detail, sizeof(at[k].res.detail));
     }
-    rs_shared_state_get(reg, e, &st);
-    res = at[last].res;
+    memset(&o, 0, sizeof(o));
+    o.origin = RS_ORIGIN_STARTUP;
+    o.index = e->index;
+    o.slot = -1;
+    o.now = apr_time_now();
+    o.jitter = 0.0; /* the children spread the renewals of what they fetch */
+    o.res = at[last].res;
+    o.attempts = at;
+    o.nattempts = w->n;
     if (body) {
         /* nothing is trusted for having crossed a pipe */
-        rs_ocsp_check(e->cert, body, w->body_len, now, reg->skew, &res);
-        if (rs_verdict_is_valid(res.verdict)
-            && rs_sched_should_replace(st.resp_this_update, st.resp_next_update,
-                                       res.this_update, res.next_update, now)
-            && rs_shared_resp_put(reg, e, body, w->body_len, &res) == APR_SUCCESS) {
-            rs_state_success(&st, now, &res, 1, &reg->sched, no_jitter());
-            at[last].res = res;
-            held = 1;
+        rs_ocsp_check(e->cert, body, w->body_len, o.now, reg->skew, &o.res);
+        if (rs_verdict_is_valid(o.res.verdict)) {
+            o.der = body;
+            o.len = w->body_len;
+            at[last].res = o.res;
         }
     }
-    if (!held) {
-        if (rs_verdict_is_valid(res.verdict)) {
-            res.verdict = RS_VERDICT_NOT_NEWER;
-            at[last].res.verdict = RS_VERDICT_NOT_NEWER;
-            at[last].result = RS_RESULT_NOT_NEWER;
-        }
-        rs_state_failure(&st, now, res.verdict, res.resp_status, res.detail, &reg->sched,
-                         no_jitter());
-    }
-    for (k = 0; k < w->n; k++)
-        rs_state_count(&st, at[k].method, at[k].result);
-    st.lease_owner = 0;
-    st.lease_until = 0;
-    rs_shared_state_put(reg, e, &st);
+    if (rs_shared_offer(reg->shared, &o, &out) != APR_SUCCESS)
+        return 0;
+    if (out.no_room)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "RS0204: the response for %s (%" APR_SIZE_T_FMT " bytes) does not fit in "
+                     "the %s: not stapled", e->cert->subject, o.len, reg->cache_desc);
     /* read back by the parent only (the children replace it by rename) */
-    rs_store_write_state(reg, s, e, &st, p);
+    rs_store_write_state(reg, s, e, &out.st, p);
     for (k = 0; k < w->n; k++)
-        rs_log_attempt(s, e, &at[k], k == last, &st, held ? st.resp_next_update : 0,
-                       " (before serving it)", now, p);
-    return held;
+        rs_log_attempt(s, e, &at[k], k == last, &out.st,
+                       out.installed ? out.st.resp_next_update : 0, " (before serving it)",
+                       o.now, p);
+    return out.installed;
 }
 
 void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
@@ -269,7 +260,7 @@ void rs_startup_fetch(rs_registry_t *reg, server_rec *s, apr_pool_t *ptemp)
     for (i = 0; i < reg->entries->nelts; i++) {
         rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
         rs_state_t st;
-        rs_shared_state_get(reg, e, &st);
+        rs_shared_read(reg->shared, e->index, &st);
         /* one that failed lately is left to the children's backoff: a
          * responder that is down must not hold up every reload */
         if (st.resp_next_update <= start

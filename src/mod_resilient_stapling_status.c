@@ -5,11 +5,12 @@
  *                                          or an OpenMetrics Accept:
  *                                          Prometheus text / OpenMetrics
  *   POST ?refresh=<id>|all                 schedule an immediate fetch (not
- *                                          cross-site; once per 10 s each)
+ *                                          cross-site; once per 10 s each):
+ *                                          mod_resilient_stapling_status_refresh.c
  *   server-status (mod_status)             a summary section; ?auto lines
  *
- * Rows come from the shared state (all children agree) and this child's
- * staple. GET never changes anything; access is ordinary Require.
+ * Rows come from the server's shared record (rs_shared_read: all children
+ * agree). GET never changes anything; access is ordinary Require.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@
 APLOG_USE_MODULE(resilient_stapling);
 
 #define HANDLER "resilient-stapling-status"
-#define MAX_FORM_BYTES 4096
 
 /* One line of the page: a managed certificate (e) or one without a
  * responder URL (id and url NULL). */
@@ -69,13 +69,7 @@ static apr_array_header_t *collect(rs_registry_t *reg, request_rec *r, apr_time_
         row->issuer = e->cert->issuer_name;
         row->vhosts = e->vhosts;
         row->must_staple = e->cert->must_staple;
-        if (reg->mutex && apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
-            rs_shared_state_get(reg, e, &row->st);
-            apr_global_mutex_unlock(reg->mutex);
-        }
-        else {
-            rs_state_init(&row->st);
-        }
+        rs_shared_read(reg->shared, e->index, &row->st); /* fresh if the lock failed */
         row->this_update = row->st.resp_this_update;
         row->next_update = row->st.resp_next_update;
         row->state = rs_status_classify(row->this_update, row->next_update,
@@ -415,12 +409,7 @@ static void emit_metrics(request_rec *r, rs_registry_t *reg, apr_array_header_t 
     srv->store = reg->store_dir ? !rs_store_health(reg, err, sizeof(err)) : -1;
     srv->fleet = reg->fleet ? !rs_fleet_server_down(reg) : -1;
     srv->slots_limit = reg->max_fetches;
-    if (apr_global_mutex_lock(reg->mutex) == APR_SUCCESS) {
-        srv->hist = reg->shared->fetch_hist;
-        for (i = 0; i < RS_MAX_SLOTS; i++)
-            srv->slots_in_use += reg->shared->slots.slot[i].until > now;
-        apr_global_mutex_unlock(reg->mutex);
-    }
+    rs_shared_metrics(reg->shared, now, &srv->hist, &srv->slots_in_use);
     for (i = 0; i < rows->nelts; i++) {
         const row_t *row = &APR_ARRAY_IDX(rows, i, row_t);
         if (!row->e)
@@ -438,128 +427,6 @@ static void emit_metrics(request_rec *r, rs_registry_t *reg, apr_array_header_t 
     rs_metrics_render(o, r->pool, fmt, srv, certs, nc);
 }
 
-/* At most one forced fetch per certificate per this interval (or per the
- * configured retry minimum, if shorter), however often the button is
- * pressed: each one reaches the CA's responder. */
-#define REFRESH_MIN_INTERVAL apr_time_from_sec(10)
-
-static int is_form_type(const char *ctype)
-{
-    static const char *const simple[] = {"application/x-www-form-urlencoded",
-                                         "multipart/form-data", "text/plain"};
-    apr_size_t i, n;
-    for (i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
-        n = strlen(simple[i]);
-        if (!strncasecmp(ctype, simple[i], n) && (!ctype[n] || ctype[n] == ';' || ctype[n] == ' '))
-            return 1;
-    }
-    return 0;
-}
-
-/* A page on another site must not press the button for a logged-in admin
- * (Require lines often trust the admin's address or cookie). Browsers send
- * Sec-Fetch-Site and Origin with a cross-site POST, and an HTML form can
- * only send the three form content types: those need an Origin that is
- * this site's. curl and scripts send neither header and no form type. */
-static int cross_site(request_rec *r)
-{
-    const char *site = apr_table_get(r->headers_in, "Sec-Fetch-Site");
-    const char *origin = apr_table_get(r->headers_in, "Origin");
-    const char *ctype = apr_table_get(r->headers_in, "Content-Type");
-    const char *host = apr_table_get(r->headers_in, "Host");
-    int same = origin && host
-               && !strcasecmp(origin, apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL));
-
-    if (site && strcasecmp(site, "same-origin") != 0 && strcasecmp(site, "none") != 0)
-        return 1;
-    if (origin && !same)
-        return 1;
-    return !same && ctype && is_form_type(ctype);
-}
-
-/* refresh=<id>|all from the query string, or from a form body. */
-static const char *refresh_target(request_rec *r)
-{
-    apr_array_header_t *pairs = NULL;
-    const char *which = NULL;
-    char *arg, *last;
-    int i;
-
-    for (arg = r->args ? apr_strtok(apr_pstrdup(r->pool, r->args), "&", &last) : NULL; arg;
-         arg = apr_strtok(NULL, "&", &last))
-        if (!strncmp(arg, "refresh=", 8))
-            which = arg + 8;
-    if (which)
-        return *which && strlen(which) <= 64 ? which : NULL;
-    if (ap_parse_form_data(r, NULL, &pairs, -1, MAX_FORM_BYTES) != OK || !pairs)
-        return NULL;
-    for (i = 0; i < pairs->nelts; i++) {
-        ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
-        apr_off_t len;
-        apr_size_t size;
-        char *buf;
-        if (strcmp(pair->name, "refresh") != 0)
-            continue;
-        apr_brigade_length(pair->value, 1, &len);
-        if (len <= 0 || len > 64)
-            return NULL;
-        size = (apr_size_t)len;
-        buf = apr_palloc(r->pool, size + 1);
-        apr_brigade_flatten(pair->value, buf, &size);
-        buf[size] = '\0';
-        which = buf;
-    }
-    return which;
-}
-
-/* POST refresh=<id>|all: due now, in every child (still one fetch per
- * certificate, still verified). It never changes the backoff the schedule
- * would have used (rs_state_force). */
-static int refresh(request_rec *r, rs_registry_t *reg, apr_time_t now)
-{
-    const char *which;
-    int i, n = 0, throttled = 0;
-    apr_interval_time_t interval = reg->sched.retry_min < REFRESH_MIN_INTERVAL
-                                       ? reg->sched.retry_min : REFRESH_MIN_INTERVAL;
-
-    if (cross_site(r)) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                      "RS0502: cross-site refresh request refused (Origin %s, Sec-Fetch-Site "
-                      "%s); a script may POST ?refresh=<id>|all without a form body",
-                      ap_escape_logitem(r->pool, apr_table_get(r->headers_in, "Origin")),
-                      ap_escape_logitem(r->pool,
-                                        apr_table_get(r->headers_in, "Sec-Fetch-Site")));
-        return HTTP_FORBIDDEN;
-    }
-    if (!(which = refresh_target(r)))
-        return HTTP_BAD_REQUEST;
-    for (i = 0; i < reg->entries->nelts; i++) {
-        rs_entry_t *e = APR_ARRAY_IDX(reg->entries, i, rs_entry_t *);
-        if (strcmp(which, "all") != 0 && strcasecmp(which, e->id_hex) != 0)
-            continue;
-        if (rs_shared_force(reg, e, now, interval))
-            n++;
-        else
-            throttled++;
-    }
-    if (n == 0 && throttled == 0)
-        return HTTP_NOT_FOUND;
-    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r,
-                  "RS0501: refresh of %s requested by %s: %d certificate(s) due now, %d "
-                  "refreshed less than %d s ago left as they are",
-                  ap_escape_logitem(r->pool, which), r->useragent_ip, n, throttled,
-                  (int)apr_time_sec(interval));
-    ap_set_content_type(r, "application/json");
-    if (n == 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After",
-                       apr_psprintf(r->pool, "%d", (int)apr_time_sec(interval) + 1));
-        r->status = HTTP_TOO_MANY_REQUESTS;
-    }
-    ap_rprintf(r, "{\"scheduled\":%d,\"throttled\":%d}\n", n, throttled);
-    return OK;
-}
-
-/* Is name one of the arguments (name, name=..., among others by &)? */
 static int has_arg(const char *args, const char *name)
 {
     apr_size_t n = strlen(name);
@@ -588,7 +455,7 @@ int rs_status_handler(request_rec *r)
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     apr_table_mergen(r->headers_out, "Vary", "Accept"); /* ?metrics by Accept too */
     if (r->method_number == M_POST)
-        return refresh(r, reg, now);
+        return rs_status_refresh(r, reg, now);
     if (r->method_number != M_GET)
         return HTTP_METHOD_NOT_ALLOWED;
     if (r->header_only)

@@ -1,4 +1,7 @@
-/* rs_fetch.c: OCSP over HTTP with a total deadline (see rs_fetch.h). */
+/* rs_fetch.c: one OCSP request over HTTP with a total deadline (see
+ * rs_fetch.h): OpenSSL's HTTP client through a filter BIO that bounds what
+ * is read. The connection and the deadline are in rs_fetch_net.c, the
+ * round of requests in rs_fetch_round.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -6,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <apr_strings.h>
@@ -17,33 +18,17 @@
 #include <openssl/httperr.h>
 #include <openssl/ocsp.h>
 
-#include "rs_fetch.h"
+#include "rs_fetch_net.h"
 
-/* How often a wait looks at the cancel flag: child shutdown latency. */
-#define POLL_SLICE_MS 100
 /* The most the status line and headers of an answer may take: a responder
  * that sends more is cut (OpenSSL 3.0 bounds the length of a header line,
  * not their number). */
 #define MAX_HEADER_BYTES (16 * 1024)
 #define OCSP_RESPONSE_TYPE "application/ocsp-response"
 
-typedef struct {
-    apr_pool_t *pool;
-    const rs_fetch_opts_t *opts;
-    apr_time_t deadline;
-    char *err;
-    apr_size_t errlen;
-    apr_size_t read_cap;     /* bytes the filter lets through */
-    apr_size_t bytes_in;
-    char *head;              /* the status line and headers as read, MAX_HEADER_BYTES */
-    apr_size_t head_len;
-    int head_done;           /* the empty line that ends them was read */
-    apr_status_t cut;        /* why the filter stopped reading, APR_SUCCESS if it did not */
-} fetch_t;
-
 /* The OpenSSL error chosen for the message (0 if none): callers tell an
  * HTTP error from a transport one by it. */
-static unsigned long set_err_openssl(fetch_t *f, const char *what)
+static unsigned long set_err_openssl(rs_fetch_ctx_t *f, const char *what)
 {
     unsigned long e, chosen = 0;
     const char *data = NULL;
@@ -73,30 +58,7 @@ static unsigned long set_err_openssl(fetch_t *f, const char *what)
     return chosen;
 }
 
-/* The deadline or the cancel: APR_SUCCESS while neither. */
-static apr_status_t check_bounds(fetch_t *f, const char *phase)
-{
-    if (f->opts->cancelled && f->opts->cancelled(f->opts->baton)) {
-        apr_snprintf(f->err, f->errlen, "%s: cancelled (shutting down)", phase);
-        return APR_EINTR;
-    }
-    if (apr_time_now() >= f->deadline) {
-        apr_snprintf(f->err, f->errlen, "%s: timed out after %" APR_TIME_T_FMT " ms",
-                     phase, apr_time_as_msec(f->opts->timeout));
-        return APR_TIMEUP;
-    }
-    return APR_SUCCESS;
-}
 
-/* The slice of the deadline a wait may take, in ms (at least 1). */
-static int slice_ms(fetch_t *f)
-{
-    apr_interval_time_t left = f->deadline - apr_time_now();
-    int ms = left > 0 ? (int)apr_time_as_msec(left) : 0;
-    if (ms > POLL_SLICE_MS)
-        ms = POLL_SLICE_MS;
-    return ms < 1 ? 1 : ms;
-}
 
 /* --- a filter BIO between OpenSSL's HTTP client and the socket: every read
  * checks the deadline and the cancel flag. OSSL_HTTP_REQ_CTX_nbio reads on
@@ -105,7 +67,7 @@ static int slice_ms(fetch_t *f)
 
 /* The header section is kept as it passes (OpenSSL 3.0 does not show the
  * headers it parsed, and it refuses a Content-Type with parameters). */
-static void keep_head(fetch_t *f, const char *in, apr_size_t n)
+static void keep_head(rs_fetch_ctx_t *f, const char *in, apr_size_t n)
 {
     apr_size_t room = MAX_HEADER_BYTES - 1 - f->head_len;
     char *end;
@@ -129,7 +91,7 @@ static void keep_head(fetch_t *f, const char *in, apr_size_t n)
 }
 
 /* The media type of the answer must be OCSP's; parameters are legal. */
-static apr_status_t check_content_type(fetch_t *f)
+static apr_status_t check_content_type(rs_fetch_ctx_t *f)
 {
     const char *line = f->head;
     while ((line = strchr(line, '\n')) != NULL) {
@@ -155,20 +117,21 @@ static apr_status_t check_content_type(fetch_t *f)
 
 /* What every read and write checks first: the chain is whole, nothing cut
  * it yet, and neither deadline nor cancel has come. */
-static fetch_t *bound_enter(BIO *b)
+static rs_fetch_ctx_t *bound_enter(BIO *b)
 {
-    fetch_t *f = BIO_get_data(b);
+    rs_fetch_ctx_t *f = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     if (!BIO_next(b) || !f)
         return NULL;
-    if (f->cut != APR_SUCCESS || (f->cut = check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
+    if (f->cut != APR_SUCCESS
+        || (f->cut = rs_fetch_check_bounds(f, "HTTP exchange")) != APR_SUCCESS)
         return NULL;
     return f;
 }
 
 static int bound_read(BIO *b, char *out, int outl)
 {
-    fetch_t *f = bound_enter(b);
+    rs_fetch_ctx_t *f = bound_enter(b);
     int n;
 
     if (!f)
@@ -231,194 +194,7 @@ static BIO_METHOD *bound_method(void)
     return bound_meth;
 }
 
-/* Wait until the socket is ready, the deadline passes or we are cancelled. */
-static apr_status_t wait_fd(fetch_t *f, int fd, int for_write, const char *phase)
-{
-    for (;;) {
-        struct pollfd pfd;
-        apr_status_t rv;
-        int rc;
 
-        if ((rv = check_bounds(f, phase)) != APR_SUCCESS)
-            return rv;
-        pfd.fd = fd;
-        pfd.events = for_write ? POLLOUT : POLLIN;
-        pfd.revents = 0;
-        rc = poll(&pfd, 1, slice_ms(f));
-        if (rc > 0)
-            return APR_SUCCESS;
-        if (rc < 0 && errno != EINTR) {
-            apr_snprintf(f->err, f->errlen, "%s: poll: %s", phase, strerror(errno));
-            return APR_FROM_OS_ERROR(errno);
-        }
-    }
-}
-
-/* --- name resolution on a thread the fetch does not wait for past its
- * deadline: the last of the two (fetch, thread) to let go frees it --- */
-
-typedef struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int refs, done, rc;
-    struct addrinfo hints;
-    struct addrinfo *res;
-    rs_resolve_fn *fn;
-    char *host, *port;
-} lookup_t;
-
-static void lookup_release(lookup_t *l) /* called with l->lock held */
-{
-    int last = --l->refs == 0;
-    pthread_mutex_unlock(&l->lock);
-    if (!last)
-        return;
-    if (l->res)
-        freeaddrinfo(l->res);
-    pthread_cond_destroy(&l->cond);
-    pthread_mutex_destroy(&l->lock);
-    free(l);
-}
-
-static void *lookup_main(void *data)
-{
-    lookup_t *l = data;
-    struct addrinfo *res = NULL;
-    int rc = l->fn(l->host, l->port, &l->hints, &res);
-
-    pthread_mutex_lock(&l->lock);
-    l->rc = rc;
-    l->res = rc == 0 ? res : NULL;
-    l->done = 1;
-    pthread_cond_signal(&l->cond);
-    lookup_release(l);
-    return NULL;
-}
-
-static int default_resolve(const char *host, const char *port, const struct addrinfo *hints,
-                           struct addrinfo **res)
-{
-    return getaddrinfo(host, port, hints, res);
-}
-
-static apr_status_t resolve(fetch_t *f, const char *host, const char *port,
-                            struct addrinfo **pres)
-{
-    struct addrinfo hints;
-    unsigned char addr[sizeof(struct in6_addr)];
-    size_t hl = strlen(host), pl = strlen(port);
-    lookup_t *l;
-    pthread_t th;
-    pthread_attr_t attr;
-    apr_status_t rv = APR_SUCCESS;
-    int rc;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    *pres = NULL;
-    /* an address needs no resolver, and no thread */
-    if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1) {
-        hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-        rc = getaddrinfo(host, port, &hints, pres);
-        if (rc != 0) {
-            apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
-                         gai_strerror(rc));
-            return APR_EGENERAL;
-        }
-        return APR_SUCCESS;
-    }
-    l = calloc(1, sizeof(*l) + hl + pl + 2);
-    if (!l)
-        return APR_ENOMEM;
-    l->host = (char *)(l + 1);
-    l->port = l->host + hl + 1;
-    memcpy(l->host, host, hl + 1);
-    memcpy(l->port, port, pl + 1);
-    l->hints = hints;
-    l->fn = f->opts->resolve ? f->opts->resolve : default_resolve;
-    l->refs = 2;
-    pthread_mutex_init(&l->lock, NULL);
-    pthread_cond_init(&l->cond, NULL);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    rc = pthread_create(&th, &attr, lookup_main, l);
-    pthread_attr_destroy(&attr);
-    pthread_mutex_lock(&l->lock);
-    if (rc != 0) {
-        l->refs = 1;
-        apr_snprintf(f->err, f->errlen, "resolve %s: cannot start a thread", host);
-        lookup_release(l);
-        return APR_FROM_OS_ERROR(rc);
-    }
-    while (!l->done) {
-        struct timespec ts;
-        apr_time_t until;
-
-        pthread_mutex_unlock(&l->lock);
-        rv = check_bounds(f, apr_psprintf(f->pool, "resolving %s", host));
-        pthread_mutex_lock(&l->lock);
-        if (rv != APR_SUCCESS || l->done)
-            break;
-        until = apr_time_now() + apr_time_from_msec(slice_ms(f));
-        ts.tv_sec = (time_t)apr_time_sec(until);
-        ts.tv_nsec = (long)apr_time_usec(until) * 1000;
-        pthread_cond_timedwait(&l->cond, &l->lock, &ts);
-    }
-    if (l->done) {
-        rv = APR_SUCCESS;
-        if (l->rc != 0) {
-            apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
-                         gai_strerror(l->rc));
-            rv = APR_EGENERAL;
-        }
-        *pres = l->res;
-        l->res = NULL;
-    }
-    lookup_release(l);
-    return rv;
-}
-
-/* Connect to the first address that takes it, within the deadline. */
-static apr_status_t connect_to(fetch_t *f, const char *host, const char *port, int *pfd)
-{
-    struct addrinfo *res = NULL, *ai;
-    apr_status_t rv;
-    int fd = -1, soerr = ECONNREFUSED;
-
-    *pfd = -1;
-    if ((rv = resolve(f, host, port, &res)) != APR_SUCCESS)
-        return rv;
-    for (ai = res; ai && fd < 0 && rv == APR_SUCCESS; ai = ai->ai_next) {
-        socklen_t sl = sizeof(soerr);
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            soerr = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            continue; /* connected */
-        soerr = errno;
-        if (soerr == EINPROGRESS && (rv = wait_fd(f, fd, 1, "connect")) == APR_SUCCESS
-            && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
-            continue; /* connected */
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {
-        *pfd = fd;
-        return APR_SUCCESS;
-    }
-    if (rv != APR_SUCCESS)
-        return rv;
-    apr_snprintf(f->err, f->errlen, "cannot connect to %s:%s: %s", host, port,
-                 strerror(soerr));
-    return APR_ECONNREFUSED;
-}
-
-/* [::1] -> ::1: an IPv6 literal without its brackets, for the resolver */
 static char *unbracket(apr_pool_t *p, const char *host)
 {
     size_t n = strlen(host);
@@ -486,17 +262,12 @@ const char *rs_fetch_get_url(apr_pool_t *p, const char *url, const unsigned char
     return (size_t)(o - out) < RS_GET_MAX_URL ? out : NULL;
 }
 
-rs_verdict_e rs_fetch_verdict(apr_status_t rv)
-{
-    return rv == RS_FETCH_EHTTP ? RS_VERDICT_HTTP : RS_VERDICT_TRANSPORT;
-}
-
 apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
                       const unsigned char *req, apr_size_t req_len,
                       unsigned char **pbody, apr_size_t *plen,
                       char *err, apr_size_t errlen)
 {
-    fetch_t f;
+    rs_fetch_ctx_t f;
     char *host = NULL, *port = NULL, *path = NULL, *phost = NULL, *pport = NULL;
     const char *url = opts->url, *h;
     int use_ssl = 0, post = opts->method != RS_METHOD_GET, fd = -1;
@@ -550,7 +321,7 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
             goto out;
         }
     }
-    if ((rv = connect_to(&f, unbracket(p, phost ? phost : host), phost ? pport : port, &fd))
+    if ((rv = rs_fetch_connect(&f, unbracket(p, phost ? phost : host), phost ? pport : port, &fd))
         != APR_SUCCESS)
         goto out;
     rv = APR_EGENERAL;
@@ -607,7 +378,7 @@ apr_status_t rs_fetch(apr_pool_t *p, const rs_fetch_opts_t *opts,
             goto out;
         }
         BIO_get_fd(bio, &fd);
-        if ((rv = wait_fd(&f, fd, BIO_should_write(bio), "HTTP exchange")) != APR_SUCCESS)
+        if ((rv = rs_fetch_wait_fd(&f, fd, BIO_should_write(bio), "HTTP exchange")) != APR_SUCCESS)
             goto out;
         rv = APR_EGENERAL;
     }
@@ -646,70 +417,3 @@ out:
     return rv;
 }
 
-static void judge(rs_attempt_t *a, const rs_round_t *round, apr_status_t rv, const char *err)
-{
-    apr_time_t now = apr_time_now();
-    int newer = 0;
-
-    if (rv != APR_SUCCESS) {
-        memset(&a->res, 0, sizeof(a->res));
-        a->res.verdict = rs_fetch_verdict(rv);
-        a->res.resp_status = a->res.cert_status = a->res.revocation_reason = -1;
-        apr_cpystrn(a->res.detail, err, sizeof(a->res.detail));
-    }
-    else {
-        rs_ocsp_check(round->cert, a->body, a->len, now, round->skew, &a->res);
-        if (rs_verdict_is_valid(a->res.verdict)) {
-            newer = rs_sched_should_replace(round->held_this, round->held_next,
-                                            a->res.this_update, a->res.next_update, now);
-            if (!newer) {
-                a->res.verdict = RS_VERDICT_NOT_NEWER;
-                apr_snprintf(a->res.detail, sizeof(a->res.detail),
-                             "verified, but not newer than the response held (thisUpdate %"
-                             APR_TIME_T_FMT ", held %" APR_TIME_T_FMT ")",
-                             apr_time_sec(a->res.this_update), apr_time_sec(round->held_this));
-            }
-        }
-    }
-    a->result = rs_result_of(&a->res, newer);
-}
-
-int rs_fetch_round(apr_pool_t *p, const rs_fetch_opts_t *opts, rs_fetch_mode_e mode,
-                   const rs_round_t *round, rs_attempt_t attempts[2])
-{
-    rs_method_e methods[2];
-    int n = 0, i, done = 0;
-
-    if (mode != RS_FETCH_POST_ONLY
-        && rs_fetch_get_url(p, opts->url, round->req, round->req_len))
-        methods[n++] = RS_METHOD_GET;
-    if (mode != RS_FETCH_GET_ONLY || n == 0)
-        methods[n++] = RS_METHOD_POST;
-    for (i = 0; i < n; i++) {
-        rs_fetch_opts_t o = *opts;
-        rs_attempt_t *a = &attempts[done];
-        char err[sizeof(a->res.detail)];
-        apr_time_t start = apr_time_now();
-        apr_status_t rv;
-
-        o.method = methods[i];
-        if (round->deadline) {
-            if (round->deadline <= start)
-                break;
-            if (o.timeout > round->deadline - start)
-                o.timeout = round->deadline - start;
-        }
-        memset(a, 0, sizeof(*a));
-        a->method = methods[i];
-        rv = rs_fetch(p, &o, round->req, round->req_len, &a->body, &a->len, err,
-                      sizeof(err));
-        if (rv == APR_EINTR)
-            break; /* stopping: not an attempt to count */
-        a->took = apr_time_now() - start;
-        judge(a, round, rv, err);
-        done++;
-        if (a->result == RS_RESULT_OK)
-            break;
-    }
-    return done;
-}

@@ -1,4 +1,4 @@
-# Every fault of DESIGN.md rule 4, each on its own certificate:
+# Every fault of docs/DESIGN.md section 2, rule 4, each on its own certificate:
 #  1. no good response yet: nothing stapled, one log line with the reason;
 #  2. the responder recovers: stapled;
 #  3. the fault returns at renewal: the previous good response is still
