@@ -41,6 +41,14 @@ apr_size_t rs_shm_staple_size(int n, apr_size_t arena_bytes);
  * or not): all slots empty. Before any reader or writer. */
 rs_shm_staple_t *rs_shm_staple_init(void *mem, int n, apr_size_t arena_bytes);
 
+/* Which slot certificate id (RS_ID_LEN bytes) staples from: set for every
+ * certificate after init, before any reader (by the parent, before the
+ * children exist), each id once. */
+apr_status_t rs_shm_staple_set_id(rs_shm_staple_t *sh, int i, const unsigned char *id);
+
+/* The slot set for id, or -1: the handshake's lookup (never locks). */
+int rs_shm_staple_find(const rs_shm_staple_t *sh, const unsigned char *id);
+
 /* --- writers: the caller serialises them --- */
 
 /* Installs a verified response (copied) in slot i. APR_ENOSPC: the arena

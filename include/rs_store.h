@@ -2,7 +2,8 @@
  * survive graceful and full restarts while the responder is down.
  *
  * One file per certificate, "<id hex>.der", written atomically (temporary
- * file, fsync, rename, fsync of the directory) with mode 0600. What is read back is only bytes: the
+ * file, fsync, rename; see rs_store_save for what a crash may cost) with
+ * mode 0600. What is read back is only bytes: the
  * caller validates it exactly like a fetched response (the disk is not
  * trusted more than the network). No httpd types.
  */

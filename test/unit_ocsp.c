@@ -87,8 +87,21 @@ static void test_cert_from_pem(void **state)
     (void)state;
     apr_hash_t *issuers = apr_hash_make(pool);
     rs_cert_t *c2;
+    unsigned char md[RS_ID_LEN];
+    unsigned int mdlen = 0;
     assert_int_equal(rs_cert_from_pem(&c, pool, both, issuers, err, sizeof(err)), APR_SUCCESS);
     assert_memory_equal(c->id, cert->id, RS_ID_LEN);
+    /* the leaf is parsed without decoding its key: the same facts as a
+     * normally parsed one, and the id mod_ssl computes */
+    assert_true(X509_digest(pki->leaf, EVP_sha1(), md, &mdlen) && mdlen == RS_ID_LEN);
+    assert_memory_equal(c->id, md, RS_ID_LEN);
+    assert_int_equal(OCSP_id_cmp(c->certid, cert->certid), 0);
+    assert_string_equal(c->aia_url, cert->aia_url);
+    assert_string_equal(c->serial, cert->serial);
+    assert_string_equal(c->subject, cert->subject);
+    assert_string_equal(c->issuer_name, cert->issuer_name);
+    assert_true(c->not_after == cert->not_after && c->not_after > 0);
+    assert_int_equal(c->must_staple, cert->must_staple);
     /* a second leaf of the same CA shares the parsed issuer */
     assert_int_equal(rs_cert_from_pem(&c2, pool, both, issuers, err, sizeof(err)), APR_SUCCESS);
     assert_ptr_equal(c->issuer, c2->issuer);
