@@ -128,32 +128,47 @@ apr_status_t rs_store_probe(const char *dir, apr_pool_t *p)
     return rv;
 }
 
+/* The rename is durable only once the directory entry is on disk. */
+static apr_status_t sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    apr_status_t rv = APR_SUCCESS;
+    if (fd < 0)
+        return errno;
+    if (fsync(fd) != 0)
+        rv = errno;
+    close(fd);
+    return rv;
+}
+
 /* What a crash may cost, and what it may not. The rename is atomic: after
  * a power loss the name holds the old file or the new one, never neither
  * and never a mix. A response's bytes are synced before the rename, so the
- * new name never points at an empty file. The directory is not synced
- * after it: that only decides whether a crash in the next few seconds
- * (ext4 commits every 5 s) keeps the new response or the old one, and the
- * old one is what the store held a moment ago (or nothing for a new
- * certificate, fetched again at start). A state file is not synced at all:
- * counters and backoff, which a crash may lose or leave torn, and which
- * rs_state_decode then refuses (the certificate starts from a fresh
- * state). Every file read back is validated (rs_store.h). At 10,000
- * certificates a sync of the directory after every file, and of every
- * state file, took four fsyncs per fetch: at ~1 ms each, most of the time
- * until all were fetched. */
+ * new name never points at an empty file, and the directory after it, so
+ * that a response written is a response a restart finds (a new
+ * certificate's first response included: without it a crash in the next
+ * few seconds, ext4 commits every 5 s, left nothing to staple at start).
+ * A state file is not synced at all: counters and backoff, which a crash
+ * may lose or leave torn, and which rs_state_decode then refuses (the
+ * certificate starts from a fresh state; its response is what matters).
+ * Every file read back is validated (rs_store.h). At 10,000 certificates
+ * four fsyncs per fetch (both files and the directory after each) were
+ * most of the time until all were fetched; two remain. */
 apr_status_t rs_store_save(const char *dir, const unsigned char *id, rs_store_kind_e kind,
                            const unsigned char *der, apr_size_t len, apr_pool_t *p)
 {
     const char *final = path_of(dir, id, kind, p);
     char *tmp = apr_pstrcat(p, final, TMP_MARK "XXXXXX", NULL);
-    apr_status_t rv = write_file(tmp, der, len, kind == RS_STORE_RESPONSE, p);
+    int response = kind == RS_STORE_RESPONSE;
+    apr_status_t rv = write_file(tmp, der, len, response, p);
 
     if (rv != APR_SUCCESS)
         return rv;
-    if ((rv = apr_file_rename(tmp, final, p)) != APR_SUCCESS)
+    if ((rv = apr_file_rename(tmp, final, p)) != APR_SUCCESS) {
         apr_file_remove(tmp, p);
-    return rv;
+        return rv;
+    }
+    return response ? sync_dir(dir) : APR_SUCCESS;
 }
 
 apr_status_t rs_store_load(const char *dir, const unsigned char *id, rs_store_kind_e kind,
