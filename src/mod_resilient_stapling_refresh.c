@@ -306,7 +306,7 @@ static void claim_due(refresher_t *r, int ndue, apr_time_t now)
 }
 
 /* Time moves a certificate into "expiring" or "expired" without any fetch:
- * its due time includes when that happens (rs_shared_state_put), so only
+ * its due time includes when that happens (due_of in rs_shared.c), so only
  * the certificates of the due list are looked at. */
 static void check_alerts(refresher_t *r, int ndue, apr_time_t now, apr_pool_t *p)
 {

@@ -184,28 +184,45 @@ static X509 *shared_issuer(apr_hash_t *issuers, apr_pool_t *p, BIO *b)
  * certificate it parses through the decoder framework (~0.15 ms, 85 % of
  * what priming a certificate cost: 1.5 s at 10,000); the leaf's key is never
  * used here (rs_cert_make takes its digest, serial, extensions and names;
- * the issuer, which verifies responses, is parsed normally). Made once, by
- * the parent at the first prime; NULL if it cannot be made. */
-static OSSL_LIB_CTX *no_keys_ctx(void)
-{
-    static OSSL_LIB_CTX *ctx;
-    static int tried;
+ * the issuer, which verifies responses, is parsed normally). Made by the
+ * parent at the first prime of a generation and freed with the pool of that
+ * prime (the configuration's): httpd unloads the module at every restart,
+ * and a context kept in a static alone was lost, one per reload. NULL if it
+ * cannot be made. */
+static OSSL_LIB_CTX *no_keys;
+static OSSL_PROVIDER *no_keys_null;
+static int no_keys_tried;
 
-    if (!tried) {
-        tried = 1;
-        ctx = OSSL_LIB_CTX_new();
-        if (ctx && !OSSL_PROVIDER_load(ctx, "null")) {
-            OSSL_LIB_CTX_free(ctx);
-            ctx = NULL;
-        }
-        ERR_clear_error();
-    }
-    return ctx;
+static apr_status_t no_keys_free(void *data)
+{
+    (void)data;
+    OSSL_PROVIDER_unload(no_keys_null);
+    OSSL_LIB_CTX_free(no_keys);
+    no_keys = NULL;
+    no_keys_null = NULL;
+    no_keys_tried = 0;
+    return APR_SUCCESS;
 }
 
-static X509 *parse_leaf(BIO *b)
+static OSSL_LIB_CTX *no_keys_ctx(apr_pool_t *p)
 {
-    OSSL_LIB_CTX *ctx = no_keys_ctx();
+    if (!no_keys_tried) {
+        no_keys_tried = 1;
+        no_keys = OSSL_LIB_CTX_new();
+        if (no_keys && !(no_keys_null = OSSL_PROVIDER_load(no_keys, "null"))) {
+            OSSL_LIB_CTX_free(no_keys);
+            no_keys = NULL;
+        }
+        ERR_clear_error();
+        if (no_keys)
+            apr_pool_cleanup_register(p, NULL, no_keys_free, apr_pool_cleanup_null);
+    }
+    return no_keys;
+}
+
+static X509 *parse_leaf(BIO *b, apr_pool_t *p)
+{
+    OSSL_LIB_CTX *ctx = no_keys_ctx(p);
     X509 *x = ctx ? X509_new_ex(ctx, NULL) : NULL;
 
     if (x && !PEM_read_bio_X509(b, &x, NULL, NULL)) {
@@ -227,7 +244,7 @@ apr_status_t rs_cert_from_pem(rs_cert_t **pcert, apr_pool_t *p, const char *pem,
     *pcert = NULL;
     if (!b)
         return APR_ENOMEM;
-    leaf = parse_leaf(b);
+    leaf = parse_leaf(b, p);
     if (!leaf) {
         openssl_reason(err, errlen, "cannot parse certificate PEM");
         BIO_free(b);

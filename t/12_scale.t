@@ -151,12 +151,14 @@ write_conf('on', $N, undef, "ResilientStaplingStartupWait 1\n");
 truncate $log, 0;
 my $t_cut = time;
 system($vars->{httpd}, '-f', "$root/httpd.conf", '-k', 'start') == 0 or die "httpd failed\n";
-my $stopped;
-# the helper is the httpd whose parent is one (no child exists before it)
+my ($stopped, $during_startup);
+# the helper is the httpd whose parent is one (no child exists before it:
+# the startup fetch has not ended, RS0016 is not logged yet)
 RSTest::wait_for(sub {
     my %p = httpd_procs();
     my ($helper) = grep { exists $p{ $p{$_} } } keys %p;
     return 0 unless $helper;
+    $during_startup = RSTest::slurp($log) !~ /RS0016: /;
     $stopped = $p{$helper};
     kill 'STOP', $stopped;
 }, 60, 0.01);
@@ -172,7 +174,7 @@ for my $i (0 .. $N - 1) {
     $cut_rounds += grep { $_->{t} >= $t_cut && ($_->{method} // 'GET') eq 'GET' } @$r;
 }
 my ($cut_line) = RSTest::slurp($log) =~ /(RS0016: .*)/;
-ok($stopped && $cut_all);
+ok($stopped && $during_startup && $cut_all);
 ok($cut_rounds >= $N && $cut_rounds <= $N + 8)
     or warn "# startup wait 1 s: $cut_rounds rounds for $N certificates; $cut_line\n";
 printf "# startup wait 1 s: %d rounds for %d certificates; %s\n", $cut_rounds, $N, $cut_line // '';
